@@ -1,0 +1,30 @@
+# Set-up on a fresh machine: `make demo` or `make test` (both create .venv if needed).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+DEMO ?= demo
+
+.PHONY: install test demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	# torch first: the CPU build on this machine's disk; a bare `torch` would pull CUDA.
+	$(PIP) install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
+	$(PIP) install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -c "import mineral3d, torch, zarr, tifffile, edt, cc3d"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(VENV)/bin/mineral3d phantom $(DEMO)/sample --fraction fine --seed 0 --force
+	$(VENV)/bin/mineral3d info $(DEMO)/sample
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

@@ -1,0 +1,29 @@
+"""Errors meant for users.
+
+Every problem with the user's input is an :class:`InputError` whose message is one
+line that names the file and the problem. The CLI prints it and exits with
+:attr:`InputError.exit_code` (2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class InputError(Exception):
+    """Bad user input: a missing or malformed file, an inconsistent sample.
+
+    Parameters
+    ----------
+    source : str or path-like or None
+        The file (or setting) the problem is in; prefixed to the message.
+    problem : str
+        What is wrong, and where possible what to do about it.
+    """
+
+    exit_code = 2
+
+    def __init__(self, source: str | os.PathLike | None, problem: str) -> None:
+        self.source = None if source is None else os.fspath(source)
+        self.problem = " ".join(str(problem).split())  # always one line
+        super().__init__(self.problem if self.source is None else f"{self.source}: {self.problem}")
