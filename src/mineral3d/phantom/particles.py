@@ -135,21 +135,24 @@ def place_particles(rng: np.random.Generator, shape, voxel_um: float, sieve_um, 
         corner_of = lambda c: c - half  # noqa: E731  (mask voxel 0 for a centre at voxel c)
         centre = None
         if touch:
-            other = np.rint(placed[int(rng.integers(len(placed)))].centre / voxel_um)
-            u = unit_vectors(rng, 1)[0]
-            t0, t1 = 0.0, float(np.abs(half).sum() * 2 + 3)
-            for _ in range(14):  # bisect the distance along u to a gap of 1-2 empty voxels
-                t = (t0 + t1) / 2
-                c = np.rint(other + t * u).astype(int)
-                d = _gap(dist, mask, corner_of(c))
-                if d is None:
-                    break
-                if d < 2.0:
-                    t0 = t
-                elif d > 3.2:
-                    t1 = t
-                else:
-                    centre = c
+            for _ in range(6):  # a few directions from a few earlier particles
+                other = np.rint(placed[int(rng.integers(len(placed)))].centre / voxel_um)
+                u = unit_vectors(rng, 1)[0]
+                t0, t1 = 0.0, float(np.abs(half).sum() * 2 + 3)
+                for _ in range(14):  # bisect the distance along u to a gap of 1-2 empty voxels
+                    t = (t0 + t1) / 2
+                    c = np.rint(other + t * u).astype(int)
+                    d = _gap(dist, mask, corner_of(c))
+                    if d is None:
+                        break
+                    if d < 2.0:
+                        t0 = t
+                    elif d > 3.2:
+                        t1 = t
+                    else:
+                        centre = c
+                        break
+                if centre is not None:
                     break
         else:
             c = first_ok

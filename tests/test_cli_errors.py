@@ -1,0 +1,148 @@
+"""Every bad input gives one line naming the file and the problem, exit code 2, no traceback."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from mineral3d.cli import main
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return exc.value.code, captured.err
+
+
+def expect_error(args, capsys, *fragments):
+    code, err = run_cli(args, capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    return lines[0]
+
+
+def edit_toml(sample, old, new):
+    p = sample / "sample.toml"
+    text = p.read_text()
+    assert old in text
+    p.write_text(text.replace(old, new, 1))
+
+
+def test_info_on_a_good_sample(small_sample, capsys):
+    code, err = run_cli(["info", small_sample], capsys)
+    assert code in (0, None)
+
+
+def test_missing_sample(tmp_path, capsys):
+    expect_error(["info", tmp_path / "nope"], capsys, "sample.toml", "file not found")
+
+
+def test_missing_ct_file(sample_copy, capsys):
+    (sample_copy / "ct.tif").unlink()
+    expect_error(["info", sample_copy], capsys, "ct.tif", "file not found")
+
+
+def test_2d_array_as_volume(sample_copy, capsys):
+    tifffile.imwrite(sample_copy / "ct.tif", np.zeros((20, 20), np.uint16))
+    expect_error(["info", sample_copy], capsys, "ct.tif", "must be 3D")
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float64])
+def test_unsupported_dtype(sample_copy, capsys, dtype):
+    tifffile.imwrite(sample_copy / "ct.tif", np.zeros((4, 20, 20), dtype), photometric="minisblack")
+    expect_error(["info", sample_copy], capsys, "ct.tif", f"unsupported CT volume dtype {np.dtype(dtype)}")
+
+
+@pytest.mark.parametrize("value", ["0.0", "-2.0"])
+def test_non_positive_voxel_size(sample_copy, capsys, value):
+    edit_toml(sample_copy, "voxel_size_um = 2.0", f"voxel_size_um = {value}")
+    expect_error(["info", sample_copy], capsys, "sample.toml", "voxel_size_um must be positive")
+
+
+def test_non_positive_pixel_size(sample_copy, capsys):
+    edit_toml(sample_copy, "pixel_size_um = 1.0", "pixel_size_um = 0")
+    expect_error(["info", sample_copy], capsys, "sample.toml", "pixel_size_um must be positive")
+
+
+def test_map_value_missing_from_table(sample_copy, capsys):
+    path = sample_copy / "sections" / "s2.tif"
+    m = tifffile.imread(path)
+    m[:2, :5] = 9
+    tifffile.imwrite(path, m)
+    expect_error(["info", sample_copy], capsys, "s2.tif", "map value 9 on 10 pixels is not in the phase table")
+
+
+def test_map_colour_missing_from_table(sample_copy, capsys):
+    path = sample_copy / "sections" / "s1.tif"
+    rgb = np.zeros(tifffile.imread(path).shape + (3,), np.uint8)
+    rgb[0, :4] = (10, 20, 30)
+    tifffile.imwrite(path, rgb, photometric="rgb")
+    expect_error(["info", sample_copy], capsys, "s1.tif", "map colour #0a141e on 4 pixels")
+
+
+def test_duplicate_phase_name(sample_copy, capsys):
+    with open(sample_copy / "phases.csv", "a") as f:
+        f.write("7,spinel,#abcdef\n")
+    expect_error(["info", sample_copy], capsys, "phases.csv", "duplicate phase name 'spinel'")
+
+
+def test_target_not_in_table(sample_copy, capsys):
+    edit_toml(sample_copy, 'target = "LiAlO2"', 'target = "spodumene"')
+    expect_error(["info", sample_copy], capsys, "phases.csv", "target phase 'spodumene' is not in the table")
+
+
+def test_bad_section_role(sample_copy, capsys):
+    edit_toml(sample_copy, 'role = "validation"', 'role = "test"')
+    expect_error(["info", sample_copy], capsys, "sample.toml", "role must be 'train' or 'validation'", "'test'")
+
+
+def test_truncated_tiff(sample_copy, capsys):
+    path = sample_copy / "ct.tif"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    expect_error(["info", sample_copy], capsys, "ct.tif", "truncated")
+
+
+def test_truncated_map(sample_copy, capsys):
+    path = sample_copy / "sections" / "s1_bse.tif"
+    path.write_bytes(path.read_bytes()[:300])
+    expect_error(["info", sample_copy], capsys, "s1_bse.tif")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("name = \n", "malformed TOML"),
+    ("name = 'x'\n", "missing [ct] table"),
+    ("[ct]\npath = 3\n", "[ct] path must be a non-empty string"),
+])
+def test_malformed_sample_toml(sample_copy, capsys, text, fragment):
+    (sample_copy / "sample.toml").write_text(text)
+    expect_error(["info", sample_copy], capsys, "sample.toml", fragment)
+
+
+def test_bse_shape_mismatch(sample_copy, capsys):
+    tifffile.imwrite(sample_copy / "sections" / "s1_bse.tif", np.zeros((5, 5), np.uint8))
+    expect_error(["info", sample_copy], capsys, "s1_bse.tif", "differs from its map's shape")
+
+
+def test_phantom_refuses_existing_output(small_sample, capsys):
+    expect_error(["phantom", small_sample], capsys, "already exists")
+
+
+def test_phantom_bad_option(tmp_path, capsys):
+    expect_error(["phantom", tmp_path / "x", "--fraction", "medium"], capsys, "--fraction", "fine, coarse")
+    assert not (tmp_path / "x").exists()
+
+
+def test_console_script_exit_code_and_no_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mineral3d.cli", "info", str(tmp_path / "missing")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
