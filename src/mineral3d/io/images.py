@@ -105,8 +105,12 @@ def read_image(path: str | os.PathLike, *, name: str = "image") -> np.ndarray:
     return img
 
 
-def write_tiff(path: str | os.PathLike, array: np.ndarray, *, rgb: bool = False) -> None:
-    """Write an array as (multi-page) TIFF, atomically, without timestamps (byte-reproducible)."""
+def write_tiff(path: str | os.PathLike, array: np.ndarray, *, rgb: bool = False, compress: bool = False) -> None:
+    """Write an array as (multi-page) TIFF, atomically, without timestamps (byte-reproducible).
+
+    ``compress`` uses lossless zlib (deflate), worthwhile for label images and maps.
+    """
     array = np.ascontiguousarray(array)
     with atomic_file(path) as tmp:
-        tifffile.imwrite(tmp, array, photometric="rgb" if rgb else "minisblack", metadata=None)
+        tifffile.imwrite(tmp, array, photometric="rgb" if rgb else "minisblack", metadata=None,
+                         compression="zlib" if compress else None)

@@ -283,7 +283,7 @@ def write_sample(path: str | os.PathLike, *, name: str, ct: np.ndarray, voxel_si
         entries = []
         for s in sections:
             rgb = s.map.ndim == 3
-            write_tiff(tmp / "sections" / f"{s.name}.tif", s.map, rgb=rgb)
+            write_tiff(tmp / "sections" / f"{s.name}.tif", s.map, rgb=rgb, compress=True)
             entry = {"name": s.name, "map": f"sections/{s.name}.tif",
                      "bse": f"sections/{s.name}_bse.tif" if s.bse is not None else None,
                      "pixel_size_um": float(s.pixel_size_um), "role": s.role}
@@ -293,9 +293,9 @@ def write_sample(path: str | os.PathLike, *, name: str, ct: np.ndarray, voxel_si
                 write_transform(tmp / "truth" / "sections" / f"{s.name}.json", s.name, s.truth)
             entries.append(entry)
         if truth_phases is not None:
-            write_tiff(tmp / "truth" / "phases.tif", truth_phases.astype(np.uint8))
+            write_tiff(tmp / "truth" / "phases.tif", truth_phases.astype(np.uint8), compress=True)
         if truth_particles is not None:
-            write_tiff(tmp / "truth" / "particles.tif", truth_particles.astype(np.uint32))
+            write_tiff(tmp / "truth" / "particles.tif", truth_particles.astype(np.uint32), compress=True)
         (tmp / "sample.toml").write_text(sample_toml_text(
             name=name, voxel_size_um=voxel_size_um, target=phase_table.target, sections=entries,
             sieve_um=sieve_um), encoding="utf-8")
