@@ -55,7 +55,10 @@ def _imread(path: Path) -> np.ndarray:
     return data
 
 
-def read_volume(path: str | os.PathLike, *, name: str = "CT volume") -> np.ndarray:
+LABEL_DTYPES = (np.uint8, np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.int32, np.int64)
+
+
+def read_volume(path: str | os.PathLike, *, name: str = "CT volume", dtypes=VOLUME_DTYPES) -> np.ndarray:
     """Read a 3D volume (z, y, x) from a multi-page TIFF or a folder of 2D TIFF slices.
 
     Slices in a folder are taken in sorted file-name order. Allowed dtypes: uint8, uint16,
@@ -87,8 +90,9 @@ def read_volume(path: str | os.PathLike, *, name: str = "CT volume") -> np.ndarr
         src = path
     if vol.ndim != 3:
         raise InputError(src, f"the {name} must be 3D (z, y, x), got a {vol.ndim}D array of shape {vol.shape}")
-    if vol.dtype not in VOLUME_DTYPES:
-        raise InputError(src, f"unsupported {name} dtype {vol.dtype}: use uint8, uint16 or float32")
+    if vol.dtype not in dtypes:
+        allowed = ", ".join(str(np.dtype(d)) for d in dtypes)
+        raise InputError(src, f"unsupported {name} dtype {vol.dtype}: use {allowed}")
     if min(vol.shape) < 2:
         raise InputError(src, f"the {name} is too small: shape {vol.shape}")
     return vol

@@ -5,9 +5,11 @@ seeded by (seed, cell index), so the microstructure is defined everywhere withou
 being stored, and any region can be evaluated alone. Phases:
 
 - gehlenite (Ca2Al2SiO7): the matrix, everywhere not covered by a crystal;
-- LiAlO2 (the target): elongated prismatic crystals, most of them dendritic (a trunk
+- LiAlO2 (the target): fine elongated prismatic crystals, most of them dendritic (a trunk
   with pairs of perpendicular side branches), aligned within colonies (one preferred
-  direction per cell, 25 degrees spread), widths 2-9 µm, lengths 10-60 µm;
+  direction per cell, 25 degrees spread), widths 2.5-10 µm, lengths 12-70 µm; and sparse
+  coarse primary prisms (40-150 µm wide, 80-300 µm long) on a coarser cell grid, so that
+  particles of a sieve fraction range from barren to liberated;
 - spinel (MgAl2O4): small octahedral grains, 1.5-5 µm;
 - metal: rare spherical droplets, 2-7 µm radius (bright in CT and BSE).
 
@@ -31,7 +33,7 @@ class SlagParams:
     """Microstructure settings; lengths in µm, counts per cell (``cell_um`` cubed)."""
 
     cell_um: float = 60.0
-    dendrites_per_cell: float = 42.0
+    dendrites_per_cell: float = 34.0
     trunk_length_um: tuple[float, float] = (12.0, 70.0)
     trunk_width_um: tuple[float, float] = (2.5, 10.0)
     dendritic_fraction: float = 0.65
@@ -40,6 +42,10 @@ class SlagParams:
     spinel_radius_um: tuple[float, float] = (1.5, 5.0)
     metal_per_cell: float = 0.5
     metal_radius_um: tuple[float, float] = (2.0, 7.0)
+    coarse_cell_um: float = 240.0
+    coarse_per_cell: float = 2.5
+    coarse_length_um: tuple[float, float] = (80.0, 300.0)
+    coarse_width_um: tuple[float, float] = (40.0, 150.0)
 
     @property
     def margin_um(self) -> float:
@@ -157,13 +163,35 @@ def cell_primitives(params: SlagParams, seed: int, cell) -> Primitives:
                       primitive_half_extent(axes_a, half_a, kind_a))
 
 
+def coarse_cell_primitives(params: SlagParams, seed: int, cell) -> Primitives:
+    """Coarse primary LiAlO2 prisms whose centres lie in one coarse cell."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7] + [int(c) + _CELL_OFFSET for c in cell]))
+    n = rng.poisson(params.coarse_per_cell)
+    if not n:
+        return Primitives.concat([])
+    frame = _frames(unit_vectors(rng, n), rng)
+    length = _loguniform(rng, params.coarse_length_um, n)
+    width = _loguniform(rng, params.coarse_width_um, n)
+    half = np.stack([length / 2, width / 2, width / 2 * rng.uniform(0.6, 1.0, n)], axis=1)
+    kind = np.full(n, BOX, np.int8)
+    centre = np.asarray(cell, float) * params.coarse_cell_um + rng.uniform(0, params.coarse_cell_um, (n, 3))
+    return Primitives(centre, frame, half, kind, np.full(n, LIALO2, np.uint8), primitive_half_extent(frame, half, kind))
+
+
+def _cells(lo_um, hi_um, cell_um: float, margin_um: float):
+    c0 = np.floor((lo_um - margin_um) / cell_um).astype(int)
+    c1 = np.floor((hi_um + margin_um) / cell_um).astype(int)
+    return [(i, j, k) for i in range(c0[0], c1[0] + 1) for j in range(c0[1], c1[1] + 1)
+            for k in range(c0[2], c1[2] + 1)]
+
+
 def primitives_in_box(params: SlagParams, seed: int, lo_um, hi_um) -> Primitives:
     """All crystals that reach into the box [lo_um, hi_um] (z, y, x in µm), in paint order."""
     lo_um, hi_um = np.asarray(lo_um, float), np.asarray(hi_um, float)
-    c0 = np.floor((lo_um - params.margin_um) / params.cell_um).astype(int)
-    c1 = np.floor((hi_um + params.margin_um) / params.cell_um).astype(int)
-    parts = [cell_primitives(params, seed, (i, j, k))
-             for i in range(c0[0], c1[0] + 1) for j in range(c0[1], c1[1] + 1) for k in range(c0[2], c1[2] + 1)]
+    coarse_margin = 0.5 * np.sqrt(params.coarse_length_um[1] ** 2 + 2 * params.coarse_width_um[1] ** 2)
+    parts = [coarse_cell_primitives(params, seed, c) for c in _cells(lo_um, hi_um, params.coarse_cell_um,
+                                                                     coarse_margin)]
+    parts += [cell_primitives(params, seed, c) for c in _cells(lo_um, hi_um, params.cell_um, params.margin_um)]
     prims = Primitives.concat(parts)
     keep = np.all((prims.centre + prims.extent >= lo_um) & (prims.centre - prims.extent <= hi_um), axis=1)
     prims = prims.subset(np.flatnonzero(keep))

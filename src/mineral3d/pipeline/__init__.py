@@ -1,0 +1,1 @@
+"""Config-driven steps that read inputs, call the core functions and write outputs."""
