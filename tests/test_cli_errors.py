@@ -146,3 +146,51 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_measure_cli_on_truth_volumes(small_sample, tmp_path, capsys):
+    out = tmp_path / "m"
+    code, err = run_cli(["measure", "--phases", small_sample / "truth" / "phases.tif", "--particles",
+                         small_sample / "truth" / "particles.tif", "--sample", small_sample, "--out", out,
+                         "--boot", "50"], capsys)
+    assert code in (0, None), err
+    import json
+    s = json.loads((out / "summary.json").read_text())
+    assert s["target_phase"] == "LiAlO2" and "2d-map" in s["bias_2d_minus_3d"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_measure_mismatched_shapes(small_sample, tmp_path, capsys):
+    bad = tmp_path / "p.tif"
+    tifffile.imwrite(bad, np.zeros((4, 5, 6), np.uint32))
+    expect_error(["measure", "--phases", small_sample / "truth" / "phases.tif", "--particles", bad,
+                  "--sample", small_sample, "--out", tmp_path / "m"], capsys, "p.tif", "differs from the phase")
+    assert not (tmp_path / "m").exists()
+
+
+def test_measure_unknown_phase_id(small_sample, tmp_path, capsys):
+    ph = tifffile.imread(small_sample / "truth" / "phases.tif")
+    ph[0, 0, :3] = 17
+    bad = tmp_path / "ph.tif"
+    tifffile.imwrite(bad, ph)
+    expect_error(["measure", "--phases", bad, "--particles", small_sample / "truth" / "particles.tif",
+                  "--sample", small_sample, "--out", tmp_path / "m"], capsys, "ph.tif", "phase id 17 on 3 voxels")
+
+
+def test_measure_needs_a_phase_table(small_sample, tmp_path, capsys):
+    expect_error(["measure", "--phases", small_sample / "truth" / "phases.tif", "--particles",
+                  small_sample / "truth" / "particles.tif", "--voxel-um", "2", "--out", tmp_path / "m"], capsys,
+                 "--phase-table")
+
+
+def test_measure_from_zarr_with_phase_table(small_sample, tmp_path, capsys):
+    from mineral3d.io import write_volume_zarr
+    ph = tifffile.imread(small_sample / "truth" / "phases.tif")
+    pa = tifffile.imread(small_sample / "truth" / "particles.tif")
+    write_volume_zarr(tmp_path / "seg.zarr" / "phases", ph, voxel_size_um=2.0, labels=True)
+    write_volume_zarr(tmp_path / "seg.zarr" / "particles", pa, voxel_size_um=2.0, labels=True)
+    code, err = run_cli(["measure", "--phases", tmp_path / "seg.zarr" / "phases", "--particles",
+                         tmp_path / "seg.zarr" / "particles", "--phase-table", small_sample / "phases.csv",
+                         "--target", "LiAlO2", "--out", tmp_path / "m", "--boot", "20"], capsys)
+    assert code in (0, None), err
+    assert (tmp_path / "m" / "summary.json").exists()

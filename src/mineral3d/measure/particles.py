@@ -5,8 +5,8 @@ Columns (lengths in µm, positions in voxels):
 - ``particle``: the particle's label id;
 - ``volume_um3``, ``esd_um`` = (6V/pi)^(1/3), ``surface_um2`` (weighted 2x2x2
   configurations, :mod:`mineral3d.measure.surface`), ``sphericity`` = pi^(1/3) (6V)^(2/3) / S;
-- ``feret_max_um``, ``feret_min_um``: largest and smallest caliper width of the voxel set
-  over a fixed set of directions (within ~1% of the true calipers);
+- ``feret_max_um``, ``feret_min_um``: largest and smallest caliper width (voxel-centre
+  extent + 1 voxel), searched over 141 directions and refined per particle to 0.25 degrees;
 - ``centroid_z/y/x`` (voxels), ``bbox_z0, bbox_z1, ...`` (voxels, half-open), ``touches_border``;
 - ``vol_<phase>``: volume fraction of each particle phase (resin and unclassified voxels
   inside a particle are ignored; the fractions sum to 1);
@@ -50,31 +50,84 @@ def _boundary_voxels(labels: np.ndarray) -> np.ndarray:
     return b & (labels > 0)
 
 
-def calipers(labels: np.ndarray, n_labels: int, *, n_directions: int = 128, chunk: int = 8):
-    """Smallest and largest caliper width (voxels) of each label over ``n_directions`` directions.
+def lattice_directions() -> np.ndarray:
+    """The 13 directions of the voxel lattice (axes, face and body diagonals), unit (13, 3)."""
+    d = np.array([v for v in np.ndindex(3, 3, 3)]) - 1
+    d = d[np.any(d != 0, axis=1)]
+    d = d[[tuple(v) > tuple(-v) for v in d]]  # one of each +-pair
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
 
-    The caliper of a voxel set along unit d is max(d.c) - min(d.c) + |d_z| + |d_y| + |d_x|
-    over its voxel centres c (the extra term is the width of one voxel cube along d). Only
-    boundary voxels are projected; per-label extremes come from ``reduceat`` on label-sorted
-    voxels.
+
+def _widths(pts, starts, dirs_per_point) -> np.ndarray:
+    """Caliper widths (n_segments, K) for per-point direction sets (n_points, K, 3)."""
+    proj = np.einsum("pj,pkj->pk", pts, dirs_per_point)
+    return np.maximum.reduceat(proj, starts, axis=0) - np.minimum.reduceat(proj, starts, axis=0) + 1.0
+
+
+def _refine(pts, starts, seg_of_point, best: np.ndarray, *, largest: bool, steps_deg=(4, 2, 1, 0.5, 0.25)):
+    """Hill-climb each segment's direction over rings of 8 neighbours at shrinking angles."""
+    phi = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    for step in np.tan(np.deg2rad(steps_deg)):
+        helper = np.where(np.abs(best[:, :1]) < 0.9, np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]))
+        e1 = np.cross(best, helper)
+        e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+        e2 = np.cross(best, e1)
+        ring = best[:, None] + step * (np.cos(phi)[None, :, None] * e1[:, None] + np.sin(phi)[None, :, None] * e2[:, None])
+        cand = np.concatenate([best[:, None], ring], axis=1)
+        cand /= np.linalg.norm(cand, axis=2, keepdims=True)
+        w = _widths(pts, starts, cand[seg_of_point].astype(np.float32))
+        pick = np.argmax(w, axis=1) if largest else np.argmin(w, axis=1)
+        best = cand[np.arange(len(best)), pick]
+    return best, (w.max(axis=1) if largest else w.min(axis=1))
+
+
+def calipers(labels: np.ndarray, n_labels: int, *, n_directions: int = 128, chunk: int = 8,
+             block_points: int = 2_000_000):
+    """Smallest and largest caliper width (voxels) of each label.
+
+    The caliper of a voxel set along unit d is max(d.c) - min(d.c) + 1 over its voxel
+    centres c: the object reaches about half a voxel beyond its extreme centres (exact
+    for faces along the lattice, within ~0.6 voxel otherwise). A
+    global search over ``n_directions`` nearly uniform directions plus the 13 lattice
+    directions is refined per label by a hill climb down to 0.25 degrees. Only boundary
+    voxels are projected; per-label extremes come from ``reduceat`` on label-sorted voxels.
     """
     coords = np.nonzero(_boundary_voxels(labels))
     lab = labels[coords]
     order = np.argsort(lab, kind="stable")
     lab = lab[order]
     pts = np.stack(coords, axis=1)[order].astype(np.float32)
-    present, starts = np.unique(lab, return_index=True)
-    dirs = fibonacci_hemisphere(n_directions).astype(np.float32)
-    fmax = np.zeros(n_labels)
-    fmin = np.full(n_labels, np.inf)
-    for d0 in range(0, n_directions, chunk):
+    present, starts, sizes = np.unique(lab, return_index=True, return_counts=True)
+    dirs = np.concatenate([lattice_directions(), fibonacci_hemisphere(n_directions)]).astype(np.float32)
+    best_max = np.zeros((len(present), 3))
+    best_min = np.zeros((len(present), 3))
+    fmax_s = np.full(len(present), -np.inf)
+    fmin_s = np.full(len(present), np.inf)
+    for d0 in range(0, len(dirs), chunk):
         d = dirs[d0:d0 + chunk]
         proj = pts @ d.T
-        width = (np.maximum.reduceat(proj, starts, axis=0) - np.minimum.reduceat(proj, starts, axis=0)
-                 + np.abs(d).sum(axis=1))
-        fmax[present] = np.maximum(fmax[present], width.max(axis=1))
-        fmin[present] = np.minimum(fmin[present], width.min(axis=1))
-    fmin[np.isinf(fmin)] = 0
+        width = np.maximum.reduceat(proj, starts, axis=0) - np.minimum.reduceat(proj, starts, axis=0) + 1.0
+        i_max, i_min = width.argmax(axis=1), width.argmin(axis=1)
+        w_max, w_min = width[np.arange(len(present)), i_max], width[np.arange(len(present)), i_min]
+        up, down = w_max > fmax_s, w_min < fmin_s
+        best_max[up], fmax_s[up] = d[i_max[up]], w_max[up]
+        best_min[down], fmin_s[down] = d[i_min[down]], w_min[down]
+    # refine in blocks of whole labels to bound memory
+    fmax = np.zeros(n_labels)
+    fmin = np.zeros(n_labels)
+    ends = starts + sizes
+    b0 = 0
+    while b0 < len(present):
+        b1 = int(np.searchsorted(ends, starts[b0] + block_points, side="right"))
+        b1 = max(b1, b0 + 1)
+        p0, p1 = starts[b0], ends[b1 - 1]
+        sub_starts = starts[b0:b1] - p0
+        seg = np.repeat(np.arange(b1 - b0), sizes[b0:b1])
+        _, hi = _refine(pts[p0:p1], sub_starts, seg, best_max[b0:b1], largest=True)
+        _, lo = _refine(pts[p0:p1], sub_starts, seg, best_min[b0:b1], largest=False)
+        fmax[present[b0:b1]] = np.maximum(hi, fmax_s[b0:b1])
+        fmin[present[b0:b1]] = np.minimum(lo, fmin_s[b0:b1])
+        b0 = b1
     return fmin, fmax
 
 
