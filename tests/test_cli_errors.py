@@ -156,7 +156,8 @@ def test_measure_cli_on_truth_volumes(small_sample, tmp_path, capsys):
     assert code in (0, None), err
     import json
     s = json.loads((out / "summary.json").read_text())
-    assert s["target_phase"] == "LiAlO2" and "2d-map" in s["bias_2d_minus_3d"]
+    assert s["target_phase"] == "LiAlO2" and s["sections_2d_map"]["maps"] == ["s3"]
+    assert ("2d-map" in s["bias_2d_minus_3d"]) == (s["sections_2d_map"]["sections"] > 0)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
