@@ -42,7 +42,7 @@ class MeasureConfig:
     size_edges_um: tuple[float, ...] | None = None
     n_boot: int = 1000
     seed: int = 0
-    n_directions: int = 128
+    n_directions: int = 64
 
 
 @dataclass
