@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -71,17 +70,29 @@ def ours(labels, phases, full=False):
     return time.perf_counter() - t0, len(df)
 
 
+GEN = r"""
+import sys, numpy as np
+sys.path.insert(0, sys.argv[4])
+from bench_measure import make_volume
+l, p = make_volume(int(sys.argv[3]), int(sys.argv[5]), seed=1)
+np.save(sys.argv[1], l); np.save(sys.argv[2], p)
+"""
+
 BIG = r"""
-import numpy as np, resource, sys, time, json
+import numpy as np, sys, time, json
+def hwm():  # peak resident memory of this process (VmHWM is reset by exec, unlike ru_maxrss)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
 labels = np.load(sys.argv[1]); phases = np.load(sys.argv[2])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = hwm()
 from mineral3d.measure.particles import particle_table
 from mineral3d.phases import Phase, PhaseTable
 table = PhaseTable((Phase(0, "resin", (0, 0, 0)), Phase(1, "a", (1, 1, 1)), Phase(2, "b", (2, 2, 2))), target="a")
 t = time.perf_counter()
 df = particle_table(labels, phases, voxel_size_um=1.0, phase_table=table)
 print(json.dumps({"seconds": time.perf_counter() - t, "particles": len(df), "inputs_mb": base,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": hwm()}))
 """
 
 
@@ -113,10 +124,9 @@ def main() -> None:
 
     if args.big:
         with tempfile.TemporaryDirectory() as tmp:
-            big_l, big_p = make_volume(args.big, args.particles * (args.big // args.size) ** 3, seed=1)
-            np.save(os.path.join(tmp, "l.npy"), big_l)
-            np.save(os.path.join(tmp, "p.npy"), big_p)
-            del big_l, big_p
+            n_big = args.particles * (args.big // args.size) ** 3
+            subprocess.run([sys.executable, "-c", GEN, os.path.join(tmp, "l.npy"), os.path.join(tmp, "p.npy"),
+                            str(args.big), os.path.dirname(os.path.abspath(__file__)), str(n_big)], check=True)
             r = subprocess.run([sys.executable, "-c", BIG, os.path.join(tmp, "l.npy"), os.path.join(tmp, "p.npy")],
                                capture_output=True, text=True, check=True)
             res = json.loads(r.stdout.strip().splitlines()[-1])

@@ -163,7 +163,7 @@ def test_measure_cli_on_truth_volumes(small_sample, tmp_path, capsys):
 
 def test_measure_mismatched_shapes(small_sample, tmp_path, capsys):
     bad = tmp_path / "p.tif"
-    tifffile.imwrite(bad, np.zeros((4, 5, 6), np.uint32))
+    tifffile.imwrite(bad, np.zeros((4, 5, 6), np.uint32), photometric="minisblack")
     expect_error(["measure", "--phases", small_sample / "truth" / "phases.tif", "--particles", bad,
                   "--sample", small_sample, "--out", tmp_path / "m"], capsys, "p.tif", "differs from the phase")
     assert not (tmp_path / "m").exists()

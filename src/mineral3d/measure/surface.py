@@ -128,7 +128,7 @@ def configuration_weights() -> np.ndarray:
 
 
 def label_surfaces(labels: np.ndarray, phases: np.ndarray | None = None, *, n_labels: int | None = None,
-                   n_phases: int = 256, slab: int = 16, threads: int | None = None
+                   n_phases: int = 256, slab: int = 8, threads: int | None = None
                    ) -> tuple[np.ndarray, np.ndarray | None]:
     """Surface area of every label, and of each phase on it, in voxel^2.
 
