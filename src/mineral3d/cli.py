@@ -174,12 +174,77 @@ def measure(
     out.print(f"wrote {out_dir}")
 
 
+@app.command()
+def register(
+    sample: Path = typer.Argument(..., help="Sample folder (or its sample.toml)."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder for <section>.json and <section>_overlay.png."),
+    section: Optional[str] = typer.Option(None, help="Register only this section [default: all]."),
+    orientation: str = typer.Option("near-z", help="near-z (tilts up to 10 degrees) or any."),
+    min_score: float = typer.Option(0.75, help="Smallest final NCC accepted."),
+    min_ratio: float = typer.Option(2.0, help="Runner-up misfit (1 - NCC) over the best's must reach this."),
+) -> None:
+    """Find where each mineral map lies in the CT volume (no manual input).
+
+    Exits with code 3, writing no transform for it, when a section cannot be registered
+    with confidence (a map from another sample, a map without particle outlines).
+    """
+    from mineral3d.figures import registration_overlay
+    from mineral3d.io import atomic_file, open_sample, write_transform
+    from mineral3d.plane import sample_plane
+    from mineral3d.register import RegisterConfig, RegistrationError, ct_indicator, register_section
+
+    if orientation not in ("near-z", "any"):
+        raise InputError("--orientation", f"must be near-z or any, got {orientation!r}")
+    s = open_sample(sample)
+    names = [section] if section else [c.name for c in s.config.sections]
+    for name in names:
+        s.config.section(name)  # unknown names fail before any work
+    if not names:
+        raise InputError(s.root / "sample.toml", "the sample has no sections to register")
+    config = RegisterConfig(orientation=orientation, min_score=min_score, min_ratio=min_ratio)
+    ct = s.ct()
+    failed = []
+    with err.status("preparing the CT"):
+        ind = ct_indicator(ct)
+    for name in names:
+        ids = s.section_map(name)
+        with err.status(f"registering {name}"):
+            try:
+                r = register_section(ct, ids, scale=s.nominal_scale(name), config=config, indicator=ind)
+            except RegistrationError as exc:
+                failed.append(f"{name}: {exc}")
+                err.print(f"[red]{name}: not registered[/]: {exc}")
+                stale = out_dir / f"{name}.json"
+                if stale.exists():
+                    stale.unlink()
+                continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        img = registration_overlay(sample_plane(ct, r.transform, ids.shape), ids, s.phase_table)
+        with atomic_file(out_dir / f"{name}_overlay.png") as tmp:
+            import matplotlib.image
+
+            matplotlib.image.imsave(tmp, img, format="png")
+        write_transform(out_dir / f"{name}.json", name, r.transform, **r.record())
+        t = r.transform
+        out.print(f"{name}: score {r.score:.3f} (runner-up {r.runner_up:.3f}), tilt {t.tilt_deg:.2f} deg, "
+                  f"scale {t.scale / s.nominal_scale(name):.4f} x nominal{', mirrored' if r.mirrored else ''}")
+    if failed:
+        raise RegistrationError("; ".join(failed))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
         app(args=argv)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        from mineral3d.register import RegistrationError
+
+        if not isinstance(exc, RegistrationError):
+            raise
+        print(f"error: not registered: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except MemoryError:
         print("error: out of memory", file=sys.stderr)

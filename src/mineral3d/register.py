@@ -1,0 +1,357 @@
+"""Slice-to-volume registration: where a 2D mineral map lies in the CT volume.
+
+Both modalities show particles against resin clearly, so registration matches the map's
+particle mask with a particle indicator derived from the CT grey values:
+
+1. CT indicator: grey values scaled between the two Otsu class means (resin -> 0,
+   particle -> 1, clipped), so that bright inclusions do not dominate.
+2. Global search at a coarse level (``coarse_vox`` voxels per sample): for candidate
+   z-planes every ``depth_step`` voxels, every in-plane rotation (``angle_step`` degrees,
+   0-360) and both handednesses (a map seen from below is mirrored), the masked normalised
+   cross-correlation (Padfield 2012) over all shifts by FFT. It cannot be trapped: every
+   depth, rotation and shift is scored.
+3. The best distinct peaks get a tilt grid (up to ``max_tilt_deg``) and a continuous
+   refinement of all 7 parameters (centre, normal, rotation, scale) by Powell's method
+   through a pyramid (coarse -> medium -> full resolution), with the map blurred and
+   the CT smoothed to each level.
+4. Confidence: the final NCC, and the runner-up, the best refined candidate that converged
+   elsewhere (or, when all converge to one plane, the best coarse peak that is not a
+   neighbour of the winner). The runner-up's misfit 1 - NCC must be ``min_ratio`` times the
+   winner's. Low score or a close runner-up is a
+   :class:`RegistrationError` (exit code 3), never a transform that looks valid.
+
+All thresholds are in NCC units and are documented in docs/registration.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import fft as sfft
+from scipy import ndimage, optimize
+
+from mineral3d.errors import InputError
+from mineral3d.phases import RESIN, UNCLASSIFIED
+from mineral3d.plane import PlaneTransform, normal_from_tilt
+
+
+class RegistrationError(Exception):
+    """No confident registration: the map does not match this CT (exit code 3)."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    """Search settings (lengths in CT voxels, angles in degrees)."""
+
+    coarse_vox: float = 4.0
+    depth_step: float = 3.0
+    angle_step: float = 3.0
+    max_tilt_deg: float = 10.0
+    scale_range: float = 0.10
+    n_candidates: int = 4
+    min_score: float = 0.75
+    min_ratio: float = 2.0
+    orientation: str = "near-z"
+
+
+@dataclass
+class RegistrationResult:
+    transform: PlaneTransform
+    score: float
+    coarse_score: float
+    runner_up: float
+    mirrored: bool
+    settings: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        return {"score": self.score, "coarse_score": self.coarse_score, "runner_up": self.runner_up,
+                "mirrored": self.mirrored, "search": self.settings}
+
+
+# --- preparing both sides -------------------------------------------------------------------
+
+def otsu_threshold(values: np.ndarray, bins: int = 512) -> float:
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mu0 = m0 / np.maximum(w0, 1)
+    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    return float(centres[np.argmax(between)])
+
+
+def ct_indicator(ct: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """Particle indicator (float32, ~0 resin, ~1 particle) from CT grey values (Otsu class means)."""
+    flat = ct.reshape(-1)
+    sample = flat[np.random.default_rng(seed).integers(0, flat.size, min(flat.size, 2_000_000))].astype(np.float64)
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    sample = sample[(sample >= lo) & (sample <= hi)]
+    t = otsu_threshold(sample)
+    m0, m1 = sample[sample < t].mean(), sample[sample >= t].mean()
+    out = (ct.astype(np.float32) - np.float32(m0)) / np.float32(m1 - m0)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def map_layers(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Particle mask and weight (classified pixels) of a map, float32."""
+    ids = np.asarray(ids)
+    weight = (ids != UNCLASSIFIED).astype(np.float32)
+    mask = ((ids != RESIN) & (ids != UNCLASSIFIED)).astype(np.float32)
+    return mask, weight
+
+
+def _level_map(mask, weight, factor_px: float, sigma_px: float):
+    """Map mask and weight smoothed (sigma, px) then sampled every ``factor_px`` pixels."""
+    num = ndimage.gaussian_filter(mask * weight, sigma_px) if sigma_px > 0 else mask * weight
+    den = ndimage.gaussian_filter(weight, sigma_px) if sigma_px > 0 else weight
+    h, w = mask.shape
+    r = np.arange(0, h, factor_px)
+    c = np.arange(0, w, factor_px)
+    rr, cc = np.meshgrid(r, c, indexing="ij")
+    n = ndimage.map_coordinates(num, [rr, cc], order=1)
+    d = ndimage.map_coordinates(den, [rr, cc], order=1)
+    val = np.divide(n, d, out=np.zeros_like(n), where=d > 1e-3)
+    return rr, cc, val.astype(np.float32), np.clip(d, 0, 1).astype(np.float32)
+
+
+def _ncc(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
+    sw = w.sum()
+    if sw <= 0:
+        return -1.0
+    ma, mb = (a * w).sum() / sw, (b * w).sum() / sw
+    da, db = a - ma, b - mb
+    va, vb = (w * da * da).sum(), (w * db * db).sum()
+    if va <= 0 or vb <= 0:
+        return -1.0
+    return float((w * da * db).sum() / np.sqrt(va * vb))
+
+
+# --- the global search ---------------------------------------------------------------------
+
+def _templates(mask, weight, *, px_per_sample: float, angles, mirror: bool):
+    """Rotated (and mirrored) map templates at the coarse level: values and support."""
+    sigma = px_per_sample / 2
+    num = ndimage.gaussian_filter(mask * weight, sigma)
+    den = ndimage.gaussian_filter(weight, sigma)
+    h, w = mask.shape
+    out = []
+    # template pixel (i, j) -> map position: centre + R(theta) [i - ci, j - cj] * px_per_sample
+    radius = 0.5 * np.hypot(h, w) / px_per_sample
+    n = int(np.ceil(2 * radius)) + 1
+    ci = (n - 1) / 2
+    ii, jj = np.meshgrid(np.arange(n) - ci, np.arange(n) - ci, indexing="ij")
+    for a in angles:
+        t = np.deg2rad(a)
+        c, s = np.cos(t), np.sin(t)
+        di, dj = ii * px_per_sample, jj * px_per_sample
+        if mirror:
+            dj = -dj
+        rows = (h - 1) / 2 + c * di - s * dj
+        cols = (w - 1) / 2 + s * di + c * dj
+        inside = (rows >= 0) & (rows <= h - 1) & (cols >= 0) & (cols <= w - 1)
+        nv = ndimage.map_coordinates(num, [rows, cols], order=1, cval=0)
+        dv = ndimage.map_coordinates(den, [rows, cols], order=1, cval=0)
+        sup = (inside & (dv > 0.5)).astype(np.float32)
+        val = np.divide(nv, dv, out=np.zeros_like(nv), where=dv > 1e-3).astype(np.float32) * sup
+        out.append((val, sup))
+    return out, n
+
+
+def _masked_ncc_fft(planes_f, planes2_f, tpl_f, sup_f, n_sup, tss, shape, min_overlap):
+    """Masked NCC maps of one template against a batch of planes (Padfield's formulation)."""
+    num = sfft.irfft2(planes_f * tpl_f, s=shape, workers=-1)
+    s1 = sfft.irfft2(planes_f * sup_f, s=shape, workers=-1)
+    s2 = sfft.irfft2(planes2_f * sup_f, s=shape, workers=-1)
+    var = s2 - s1 * s1 / n_sup
+    ncc = num / np.sqrt(np.maximum(var, 1e-6) * tss)
+    ncc[var < min_overlap] = -1
+    return ncc
+
+
+def coarse_search(ind: np.ndarray, mask, weight, *, scale: float, config: RegisterConfig):
+    """Score every depth, rotation, handedness and shift at the coarse level.
+
+    Returns a list of peaks (score, depth, angle, mirror, centre_y, centre_x) in CT voxels,
+    best first, after non-maximum suppression.
+    """
+    f = config.coarse_vox
+    z, y, x = ind.shape
+    sm = ndimage.gaussian_filter(ind, (1.0, f / 2, f / 2))
+    depths = np.arange(0, z, config.depth_step)
+    gy, gx = np.arange(0, y, f), np.arange(0, x, f)
+    planes = ndimage.map_coordinates(
+        sm, np.meshgrid(depths, gy, gx, indexing="ij"), order=1).astype(np.float32)  # (D, ny, nx)
+    px_per_sample = f / scale
+    angles = np.arange(0, 360, config.angle_step)
+    peaks = []
+    for mirror in (False, True):
+        tpls, n = _templates(mask, weight, px_per_sample=px_per_sample, angles=angles, mirror=mirror)
+        shape = (len(gy) + n, len(gx) + n)
+        pf = sfft.rfft2(planes, s=shape, workers=-1)
+        pf2 = sfft.rfft2(planes * planes, s=shape, workers=-1)
+        for a, (val, sup) in zip(angles, tpls):
+            n_sup = sup.sum()
+            if n_sup < 16:
+                continue
+            t0 = (val - (val * sup).sum() / n_sup) * sup
+            tss = float((t0 * t0).sum())
+            if tss <= 0:
+                continue
+            # correlation = convolution with the flipped template
+            tf = sfft.rfft2(t0[::-1, ::-1], s=shape, workers=-1)
+            sf = sfft.rfft2(sup[::-1, ::-1], s=shape, workers=-1)
+            ncc = _masked_ncc_fft(pf, pf2, tf, sf, n_sup, tss, shape, min_overlap=0.02 * n_sup)
+            # output index k <-> template top-left at k - (n - 1); keep full-overlap region
+            valid = ncc[:, n - 1:len(gy), n - 1:len(gx)] if len(gy) >= n and len(gx) >= n else ncc
+            off = n - 1 if valid is not ncc else 0
+            flat = int(np.argmax(valid))
+            d, i, j = np.unravel_index(flat, valid.shape)
+            best_per_depth = valid.reshape(len(depths), -1).max(axis=1)
+            for dd in np.argsort(best_per_depth)[-3:]:
+                k = int(np.argmax(valid[dd]))
+                i, j = np.unravel_index(k, valid[dd].shape)
+                # template centre at top-left + (n-1)/2 -> coarse sample index -> voxel
+                cy = (i + off - (n - 1) + (n - 1) / 2) * f
+                cx = (j + off - (n - 1) + (n - 1) / 2) * f
+                peaks.append((float(valid[dd, i, j]), float(depths[dd]), float(a), mirror, cy, cx))
+    peaks.sort(key=lambda p: -p[0])
+    return peaks
+
+
+def _distinct(p, q, *, radius_vox: float, angle_deg: float) -> bool:
+    if p[3] != q[3]:
+        return True
+    da = abs((p[2] - q[2] + 180) % 360 - 180)
+    dist = np.sqrt((p[1] - q[1]) ** 2 + (p[4] - q[4]) ** 2 + (p[5] - q[5]) ** 2)
+    return dist > radius_vox or da > angle_deg
+
+
+# --- refinement ----------------------------------------------------------------------------
+
+def _pose(params, shape, scale0, mirror):
+    cz, cy, cx, ny, nx, rot, logs = params
+    tilt = np.rad2deg(np.arcsin(min(1.0, np.hypot(ny, nx))))
+    az = np.rad2deg(np.arctan2(ny, nx))
+    return PlaneTransform.from_pose(centre_zyx=(cz, cy, cx), map_shape=shape, scale=scale0 * np.exp(logs),
+                                    tilt_deg=tilt, azimuth_deg=az, rotation_deg=rot, mirror=mirror)
+
+
+def _refine(vol, mask, weight, params, *, shape, scale0, mirror, level_vox, config, maxiter=2000):
+    sm = ndimage.gaussian_filter(vol, level_vox / 2) if level_vox > 0.6 else vol
+    px = max(1.0, level_vox / scale0)
+    rr, cc, val, wgt = _level_map(mask, weight, px, sigma_px=px / 2 if px > 1 else 0.5 / scale0)
+    keep = wgt > 0.3
+    rr, cc, val, wgt = rr[keep], cc[keep], val[keep], wgt[keep]
+    lim = np.log(1 + config.scale_range)
+    max_n = np.sin(np.deg2rad(config.max_tilt_deg + 1))
+
+    def cost(p):
+        if abs(p[6]) > lim or np.hypot(p[3], p[4]) > max_n:
+            return 1.0
+        t = _pose(p, shape, scale0, mirror)
+        pts = t.apply(rr, cc)
+        ctv = ndimage.map_coordinates(sm, pts.T, order=1, mode="nearest")
+        return -_ncc(val, ctv, wgt)
+
+    scales = np.array([level_vox, level_vox, level_vox, 0.01 * level_vox, 0.01 * level_vox, 0.5 * level_vox, 0.01])
+    res = optimize.minimize(lambda q: cost(params + q * scales), np.zeros(7), method="Powell",
+                            options={"xtol": 0.05, "ftol": 1e-5, "maxfev": maxiter})
+    return params + res.x * scales, -float(res.fun)
+
+
+def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: RegisterConfig = RegisterConfig(),
+                     bse: np.ndarray | None = None, indicator: np.ndarray | None = None) -> RegistrationResult:
+    """Find the plane of a mineral map in a CT volume.
+
+    Parameters
+    ----------
+    ct : (Z, Y, X) ndarray
+        CT grey values.
+    ids : (H, W) uint8 ndarray
+        Mineral map phase ids (0 resin, 255 unclassified).
+    scale : float
+        Nominal CT voxels per map pixel (pixel_size_um / voxel_size_um); the true scale is
+        searched within ``config.scale_range`` of it.
+    config : RegisterConfig
+    bse : ignored for now (the particle outlines carry the registration).
+    indicator : precomputed :func:`ct_indicator` (to register several maps against one CT).
+
+    Raises
+    ------
+    RegistrationError
+        The best match is weak or not distinct from the runner-up.
+    """
+    if config.orientation != "near-z":
+        raise InputError("--orientation", "only 'near-z' is implemented so far")
+    ind = ct_indicator(ct) if indicator is None else indicator
+    mask, weight = map_layers(ids)
+    if mask.sum() < 0.005 * mask.size or mask.sum() > 0.995 * weight.sum():
+        raise RegistrationError("the map shows no particle/resin outlines to register")
+    peaks = coarse_search(ind, mask, weight, scale=scale, config=config)
+    if not peaks:
+        raise RegistrationError("no candidate plane found")
+    best = peaks[0]
+    radius = 0.25 * min(ids.shape) * scale
+    runner = next((p for p in peaks if _distinct(best, p, radius_vox=radius, angle_deg=20)), None)
+    runner_score = runner[0] if runner else -1.0
+    # refine the best distinct candidates
+    cands, chosen = [], []
+    for p in peaks:
+        if all(_distinct(p, q, radius_vox=radius, angle_deg=20) for q in chosen):
+            chosen.append(p)
+        if len(chosen) >= config.n_candidates:
+            break
+    shape = ids.shape
+    results = []
+    for p in chosen:
+        score0, depth, angle, mirror, cy, cx = p
+        # template angle theta samples the map rotated by theta: the map's rows run at -theta
+        # in the (y, x) plane (at +theta for a mirrored map)
+        base = np.array([depth, cy, cx, 0.0, 0.0, angle if mirror else -angle, 0.0])
+        # tilt grid at the coarse level
+        best_t, best_s = base, -2.0
+        sm = ndimage.gaussian_filter(ind, config.coarse_vox / 2)
+        px = config.coarse_vox / scale
+        rr, cc, val, wgt = (a.ravel() for a in _level_map(mask, weight, px, px / 2))
+        for tilt in np.arange(0, config.max_tilt_deg + 1e-9, 2.5):
+            for az in (np.arange(0, 360, 30) if tilt > 0 else [0.0]):
+                n = normal_from_tilt(tilt, az)
+                trial = base.copy()
+                trial[3], trial[4] = n[1], n[2]
+                t = _pose(trial, shape, scale, mirror)
+                s = _ncc(val, ndimage.map_coordinates(sm, t.apply(rr, cc).T, order=1, mode="nearest"), wgt)
+                if s > best_s:
+                    best_t, best_s = trial, s
+        params = best_t
+        for level in (config.coarse_vox, config.coarse_vox / 2, 1.0, 0.5):
+            params, s = _refine(ind, mask, weight, params, shape=shape, scale0=scale, mirror=mirror,
+                                level_vox=level, config=config)
+        results.append((s, params, mirror, score0))
+    results.sort(key=lambda r: -r[0])
+    s, params, mirror, score0 = results[0]
+    transform = _pose(params, shape, scale, mirror)
+    # runner-up: the best refined candidate that converged somewhere else (or the other way up)
+    h, w = shape
+    corners = ([0, 0, h - 1, h - 1], [0, w - 1, 0, w - 1])
+    ref = transform.apply(*corners)
+    others = [r[0] for r in results[1:]
+              if r[2] != mirror or np.linalg.norm(_pose(r[1], shape, scale, r[2]).apply(*corners) - ref,
+                                                    axis=1).max() > 3.0]
+    if others:
+        runner_score = max(others)
+    settings = {"coarse_vox": config.coarse_vox, "depth_step": config.depth_step, "angle_step": config.angle_step,
+                "max_tilt_deg": config.max_tilt_deg, "scale_range": config.scale_range,
+                "orientation": config.orientation}
+    result = RegistrationResult(transform, s, float(best[0]), float(runner_score), bool(mirror), settings)
+    if s < config.min_score:
+        raise RegistrationError(f"best match is weak (NCC {s:.2f} < {config.min_score}): "
+                                "is this map from this sample?")
+    if (1 - runner_score) < config.min_ratio * (1 - s):
+        raise RegistrationError(f"ambiguous: best NCC {s:.3f} vs runner-up {runner_score:.3f} (the runner-up "
+                                f"must leave at least {config.min_ratio:g}x the misfit 1 - NCC of the best)")
+    return result

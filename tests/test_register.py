@@ -1,0 +1,102 @@
+"""Registration finds the true plane of generated sections and refuses what does not match."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mineral3d.io import open_sample, read_transform
+from mineral3d.plane import similarity_2d
+from mineral3d.register import RegistrationError, ct_indicator, otsu_threshold, register_section
+
+
+def corner_error(est, truth, shape):
+    h, w = shape
+    r, c = [0, 0, h - 1, h - 1], [0, w - 1, 0, w - 1]
+    return np.linalg.norm(est.apply(r, c) - truth.apply(r, c), axis=1).max()
+
+
+def normal_error(est, truth):
+    return np.rad2deg(np.arccos(min(1.0, abs(float(np.dot(est.normal, truth.normal))))))
+
+
+@pytest.fixture(scope="module")
+def prepared(small_sample):
+    s = open_sample(small_sample)
+    return s, ct_indicator(s.ct())
+
+
+def test_otsu_splits_two_populations():
+    v = np.concatenate([np.random.default_rng(0).normal(10, 1, 5000), np.random.default_rng(1).normal(30, 2, 3000)])
+    assert 12 < otsu_threshold(v) < 25  # anywhere in the gap between the classes
+
+
+@pytest.mark.parametrize("name", ["s1", "s3"])
+def test_finds_the_true_plane(prepared, name):
+    s, ind = prepared
+    ids, truth = s.section_map(name), s.truth_transform(name)
+    r = register_section(s.ct(), ids, scale=s.nominal_scale(name), indicator=ind)
+    assert corner_error(r.transform, truth, ids.shape) <= 1.0
+    assert normal_error(r.transform, truth) <= 0.5
+    assert not r.mirrored
+    assert r.score > 0.9 and (1 - r.runner_up) > 2 * (1 - r.score)
+
+
+def test_mirrored_map_is_detected(prepared):
+    s, ind = prepared
+    ids, truth = s.section_map("s2"), s.truth_transform("s2")
+    h, w = ids.shape
+    mirrored = ids[:, ::-1]  # the section seen from below
+    truth_m = truth.compose(similarity_2d(mirror=True, shift_rc=(0, w - 1)))
+    r = register_section(s.ct(), mirrored, scale=s.nominal_scale("s2"), indicator=ind)
+    assert r.mirrored
+    assert corner_error(r.transform, truth_m, ids.shape) <= 1.0
+
+
+def test_noise_is_rejected(prepared):
+    s, ind = prepared
+    noise = np.random.default_rng(0).choice([0, 1, 2], (200, 240), p=[0.7, 0.1, 0.2]).astype(np.uint8)
+    with pytest.raises(RegistrationError):
+        register_section(s.ct(), noise, scale=0.5, indicator=ind)
+
+
+def test_map_without_outlines_is_rejected(prepared):
+    s, ind = prepared
+    with pytest.raises(RegistrationError, match="no particle/resin outlines"):
+        register_section(s.ct(), np.zeros((100, 100), np.uint8), scale=0.5, indicator=ind)
+
+
+def test_cli_writes_transform_and_overlay(sample_copy, tmp_path, capsys):
+    from mineral3d.cli import main
+    out = tmp_path / "reg"
+    with pytest.raises(SystemExit) as exc:
+        main(["register", str(sample_copy), "--out", str(out), "--section", "s1"])
+    assert exc.value.code in (0, None), capsys.readouterr().err
+    t, rec = read_transform(out / "s1.json")
+    assert rec["section"] == "s1" and rec["score"] > 0.9 and "runner_up" in rec and "search" in rec
+    truth = open_sample(sample_copy).truth_transform("s1")
+    assert corner_error(t, truth, open_sample(sample_copy).section_map("s1").shape) <= 1.0
+    assert (out / "s1_overlay.png").stat().st_size > 1000
+
+
+def test_cli_exit_code_3_for_a_foreign_map(sample_copy, tmp_path, capsys):
+    import tifffile
+    from mineral3d.cli import main
+    ids = tifffile.imread(sample_copy / "sections" / "s1.tif")
+    rng = np.random.default_rng(3)
+    tifffile.imwrite(sample_copy / "sections" / "s1.tif", rng.choice([0, 2], ids.shape).astype(np.uint8))
+    out = tmp_path / "reg"
+    with pytest.raises(SystemExit) as exc:
+        main(["register", str(sample_copy), "--out", str(out), "--section", "s1"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 3
+    assert "not registered" in err and "Traceback" not in err
+    assert not (out / "s1.json").exists()
+
+
+def test_cli_unknown_section(sample_copy, tmp_path, capsys):
+    from mineral3d.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["register", str(sample_copy), "--out", str(tmp_path / "r"), "--section", "nope"])
+    assert exc.value.code == 2
+    assert "no section named 'nope'" in capsys.readouterr().err
