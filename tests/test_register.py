@@ -100,3 +100,18 @@ def test_cli_unknown_section(sample_copy, tmp_path, capsys):
         main(["register", str(sample_copy), "--out", str(tmp_path / "r"), "--section", "nope"])
     assert exc.value.code == 2
     assert "no section named 'nope'" in capsys.readouterr().err
+
+
+def test_any_orientation_finds_a_plane_normal_to_x(prepared):
+    from mineral3d.plane import PlaneTransform
+    from mineral3d.register import RegisterConfig
+    s, _ = prepared
+    ct = np.ascontiguousarray(s.ct().transpose(2, 1, 0))  # z <-> x: the sections become near-x planes
+    swap = np.eye(3)[[2, 1, 0]]
+    ids = s.section_map("s1")
+    truth = PlaneTransform(swap @ s.truth_transform("s1").matrix)
+    assert truth.tilt_deg > 80
+    r = register_section(ct, ids, scale=s.nominal_scale("s1"), config=RegisterConfig.for_orientation("any"))
+    assert corner_error(r.transform, truth, ids.shape) <= 1.0
+    assert normal_error(r.transform, truth) <= 0.5
+    assert r.mirrored  # swapping two axes is a reflection

@@ -201,7 +201,7 @@ def register(
         s.config.section(name)  # unknown names fail before any work
     if not names:
         raise InputError(s.root / "sample.toml", "the sample has no sections to register")
-    config = RegisterConfig(orientation=orientation, min_score=min_score, min_ratio=min_ratio)
+    config = RegisterConfig.for_orientation(orientation, min_score=min_score, min_ratio=min_ratio)
     ct = s.ct()
     failed = []
     with err.status("preparing the CT"):

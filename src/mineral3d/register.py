@@ -56,6 +56,13 @@ class RegisterConfig:
     min_ratio: float = 2.0
     orientation: str = "near-z"
 
+    @classmethod
+    def for_orientation(cls, orientation: str, **kw) -> RegisterConfig:
+        """Defaults per search: ``any`` scans ~80 plane normals, so its coarse level is coarser."""
+        if orientation == "any":
+            kw = {"coarse_vox": 8.0, "depth_step": 6.0, "angle_step": 6.0, **kw}
+        return cls(orientation=orientation, **kw)
+
 
 @dataclass
 class RegistrationResult:
@@ -173,25 +180,32 @@ def _masked_ncc_fft(planes_f, planes2_f, tpl_f, sup_f, n_sup, tss, shape, min_ov
     return ncc
 
 
-def coarse_search(ind: np.ndarray, mask, weight, *, scale: float, config: RegisterConfig):
-    """Score every depth, rotation, handedness and shift at the coarse level.
-
-    Returns a list of peaks (score, depth, angle, mirror, centre_y, centre_x) in CT voxels,
-    best first, after non-maximum suppression.
-    """
+def _z_planes(ind: np.ndarray, config: RegisterConfig):
+    """Coarse z-planes of the smoothed indicator: (D, ny, nx), depths and grid steps (voxels)."""
     f = config.coarse_vox
     z, y, x = ind.shape
     sm = ndimage.gaussian_filter(ind, (1.0, f / 2, f / 2))
     depths = np.arange(0, z, config.depth_step)
     gy, gx = np.arange(0, y, f), np.arange(0, x, f)
-    planes = ndimage.map_coordinates(
-        sm, np.meshgrid(depths, gy, gx, indexing="ij"), order=1).astype(np.float32)  # (D, ny, nx)
+    planes = ndimage.map_coordinates(sm, np.meshgrid(depths, gy, gx, indexing="ij"), order=1)
+    return planes.astype(np.float32), depths
+
+
+def coarse_search(planes: np.ndarray, depths: np.ndarray, mask, weight, *, scale: float, config: RegisterConfig):
+    """Score every depth, rotation, handedness and shift of a stack of coarse planes.
+
+    ``planes`` (D, ny, nx) are sampled every ``config.coarse_vox`` voxels in-plane, at
+    ``depths`` (voxels). Returns peaks (score, depth, angle, mirror, centre_y, centre_x) in
+    voxels of the planes' frame, best first.
+    """
+    f = config.coarse_vox
+    _, ny, nx = planes.shape
     px_per_sample = f / scale
     angles = np.arange(0, 360, config.angle_step)
     peaks = []
     for mirror in (False, True):
         tpls, n = _templates(mask, weight, px_per_sample=px_per_sample, angles=angles, mirror=mirror)
-        shape = (len(gy) + n, len(gx) + n)
+        shape = (ny + n, nx + n)
         pf = sfft.rfft2(planes, s=shape, workers=-1)
         pf2 = sfft.rfft2(planes * planes, s=shape, workers=-1)
         for a, (val, sup) in zip(angles, tpls):
@@ -206,16 +220,16 @@ def coarse_search(ind: np.ndarray, mask, weight, *, scale: float, config: Regist
             tf = sfft.rfft2(t0[::-1, ::-1], s=shape, workers=-1)
             sf = sfft.rfft2(sup[::-1, ::-1], s=shape, workers=-1)
             ncc = _masked_ncc_fft(pf, pf2, tf, sf, n_sup, tss, shape, min_overlap=0.02 * n_sup)
-            # output index k <-> template top-left at k - (n - 1); keep full-overlap region
-            valid = ncc[:, n - 1:len(gy), n - 1:len(gx)] if len(gy) >= n and len(gx) >= n else ncc
-            off = n - 1 if valid is not ncc else 0
-            flat = int(np.argmax(valid))
-            d, i, j = np.unravel_index(flat, valid.shape)
+            # output index k <-> template top-left at k - (n - 1); keep the full-overlap region
+            if ny >= n and nx >= n:
+                valid, off = ncc[:, n - 1:ny, n - 1:nx], n - 1
+            else:
+                valid, off = ncc, 0
             best_per_depth = valid.reshape(len(depths), -1).max(axis=1)
             for dd in np.argsort(best_per_depth)[-3:]:
                 k = int(np.argmax(valid[dd]))
                 i, j = np.unravel_index(k, valid[dd].shape)
-                # template centre at top-left + (n-1)/2 -> coarse sample index -> voxel
+                # template centre = top-left + (n - 1) / 2, in coarse samples -> voxels
                 cy = (i + off - (n - 1) + (n - 1) / 2) * f
                 cx = (j + off - (n - 1) + (n - 1) / 2) * f
                 peaks.append((float(valid[dd, i, j]), float(depths[dd]), float(a), mirror, cy, cx))
@@ -233,27 +247,53 @@ def _distinct(p, q, *, radius_vox: float, angle_deg: float) -> bool:
 
 # --- refinement ----------------------------------------------------------------------------
 
-def _pose(params, shape, scale0, mirror):
-    cz, cy, cx, ny, nx, rot, logs = params
-    tilt = np.rad2deg(np.arcsin(min(1.0, np.hypot(ny, nx))))
-    az = np.rad2deg(np.arctan2(ny, nx))
-    return PlaneTransform.from_pose(centre_zyx=(cz, cy, cx), map_shape=shape, scale=scale0 * np.exp(logs),
-                                    tilt_deg=tilt, azimuth_deg=az, rotation_deg=rot, mirror=mirror)
+def _frame(n0: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation whose columns are the frame axes (normal, row, col) of base normal n0."""
+    from mineral3d.plane import _rotation_taking
+
+    return _rotation_taking(np.array([1.0, 0.0, 0.0]), n0 / np.linalg.norm(n0))
 
 
-def _refine(vol, mask, weight, params, *, shape, scale0, mirror, level_vox, config, maxiter=2000):
+def _pose(params, shape, scale0, mirror, frame=None):
+    """Plane of parameters (centre z, y, x; normal offsets a, b; rotation; log scale).
+
+    The normal is the frame's first axis tilted by (a, b) towards its other two axes; the
+    rotation is measured in the frame (for the identity frame: tilts and rotation about z).
+    """
+    cz, cy, cx, a, b, rot, logs = params
+    fr = np.eye(3) if frame is None else frame
+    n = fr @ np.array([1.0, a, b])
+    n /= np.linalg.norm(n)
+    if frame is None:
+        tilt = np.rad2deg(np.arcsin(min(1.0, np.hypot(a, b) / np.sqrt(1 + a * a + b * b))))
+        t = PlaneTransform.from_pose(centre_zyx=(cz, cy, cx), map_shape=shape, scale=scale0 * np.exp(logs),
+                                     tilt_deg=tilt, azimuth_deg=np.rad2deg(np.arctan2(a, b)), rotation_deg=rot,
+                                     mirror=mirror)
+        return t
+    # in the frame, build the near-z pose, then rotate it into the CT
+    local_n = fr.T @ n
+    tilt = np.rad2deg(np.arccos(np.clip(local_n[0], -1, 1)))
+    az = np.rad2deg(np.arctan2(local_n[1], local_n[2]))
+    t = PlaneTransform.from_pose(centre_zyx=(0, 0, 0), map_shape=shape, scale=scale0 * np.exp(logs),
+                                 tilt_deg=tilt, azimuth_deg=az, rotation_deg=rot, mirror=mirror)
+    m = fr @ t.matrix
+    m[:, 2] += np.array([cz, cy, cx])
+    return PlaneTransform(m)
+
+
+def _refine(vol, mask, weight, params, *, shape, scale0, mirror, level_vox, config, frame=None, maxiter=2000):
     sm = ndimage.gaussian_filter(vol, level_vox / 2) if level_vox > 0.6 else vol
     px = max(1.0, level_vox / scale0)
     rr, cc, val, wgt = _level_map(mask, weight, px, sigma_px=px / 2 if px > 1 else 0.5 / scale0)
     keep = wgt > 0.3
     rr, cc, val, wgt = rr[keep], cc[keep], val[keep], wgt[keep]
     lim = np.log(1 + config.scale_range)
-    max_n = np.sin(np.deg2rad(config.max_tilt_deg + 1))
+    max_n = np.tan(np.deg2rad(config.max_tilt_deg + 1))
 
     def cost(p):
         if abs(p[6]) > lim or np.hypot(p[3], p[4]) > max_n:
             return 1.0
-        t = _pose(p, shape, scale0, mirror)
+        t = _pose(p, shape, scale0, mirror, frame)
         pts = t.apply(rr, cc)
         ctv = ndimage.map_coordinates(sm, pts.T, order=1, mode="nearest")
         return -_ncc(val, ctv, wgt)
@@ -286,61 +326,93 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
     RegistrationError
         The best match is weak or not distinct from the runner-up.
     """
-    if config.orientation != "near-z":
-        raise InputError("--orientation", "only 'near-z' is implemented so far")
+    if config.orientation not in ("near-z", "any"):
+        raise InputError("--orientation", f"must be near-z or any, got {config.orientation!r}")
     ind = ct_indicator(ct) if indicator is None else indicator
     mask, weight = map_layers(ids)
     if mask.sum() < 0.005 * mask.size or mask.sum() > 0.995 * weight.sum():
         raise RegistrationError("the map shows no particle/resin outlines to register")
-    peaks = coarse_search(ind, mask, weight, scale=scale, config=config)
+    shape = ids.shape
+    f = config.coarse_vox
+    # candidate peaks: (score, cz, angle, mirror, cy, cx, frame index) with the centre in CT voxels
+    frames: list = [None]
+    peaks = []
+    if config.orientation == "near-z":
+        planes, depths = _z_planes(ind, config)
+        peaks = [p + (0,) for p in coarse_search(planes, depths, mask, weight, scale=scale, config=config)]
+    else:
+        from mineral3d.measure.particles import fibonacci_hemisphere
+
+        sm = ndimage.gaussian_filter(ind, f / 2)
+        centre = (np.array(ind.shape) - 1) / 2
+        half = 0.5 * np.linalg.norm(ind.shape)
+        dl = np.arange(-half, half + 1e-9, config.depth_step)
+        gl = np.arange(-half, half + 1e-9, f)
+        n_normals = int(np.ceil(2.4 / np.deg2rad(config.max_tilt_deg) ** 2))
+        frames = [_frame(n) for n in fibonacci_hemisphere(n_normals)]
+        local = np.stack(np.meshgrid(dl, gl, gl, indexing="ij"))  # (3, D, n, n) frame coordinates
+        for k, fr in enumerate(frames):
+            pts = np.tensordot(fr, local, axes=1) + centre[:, None, None, None]
+            planes = ndimage.map_coordinates(sm, pts, order=1, cval=0.0).astype(np.float32)
+            for p in coarse_search(planes, dl - dl[0], mask, weight, scale=scale, config=config):
+                loc = np.array([p[1] + dl[0], p[4] + gl[0], p[5] + gl[0]])
+                cz, cy, cx = fr @ loc + centre
+                peaks.append((p[0], cz, p[2], p[3], cy, cx, k))
+        peaks.sort(key=lambda p: -p[0])
     if not peaks:
         raise RegistrationError("no candidate plane found")
+
+    def distinct(p, q):
+        if p[6] != q[6]:
+            n1 = frames[p[6]][:, 0] if frames[p[6]] is not None else np.array([1.0, 0, 0])
+            n2 = frames[q[6]][:, 0] if frames[q[6]] is not None else np.array([1.0, 0, 0])
+            if abs(float(np.dot(n1, n2))) < np.cos(np.deg2rad(2 * config.max_tilt_deg)):
+                return True
+        return _distinct(p, q, radius_vox=radius, angle_deg=20)
+
     best = peaks[0]
     radius = 0.25 * min(ids.shape) * scale
-    runner = next((p for p in peaks if _distinct(best, p, radius_vox=radius, angle_deg=20)), None)
+    runner = next((p for p in peaks if distinct(best, p)), None)
     runner_score = runner[0] if runner else -1.0
-    # refine the best distinct candidates
-    cands, chosen = [], []
+    chosen = []
     for p in peaks:
-        if all(_distinct(p, q, radius_vox=radius, angle_deg=20) for q in chosen):
+        if all(distinct(p, q) for q in chosen):
             chosen.append(p)
         if len(chosen) >= config.n_candidates:
             break
-    shape = ids.shape
     results = []
+    sm_c = ndimage.gaussian_filter(ind, f / 2)
+    rr, cc, val, wgt = (a.ravel() for a in _level_map(mask, weight, f / scale, f / scale / 2))
     for p in chosen:
-        score0, depth, angle, mirror, cy, cx = p
+        score0, cz, angle, mirror, cy, cx, k = p
+        frame = frames[k]
         # template angle theta samples the map rotated by theta: the map's rows run at -theta
-        # in the (y, x) plane (at +theta for a mirrored map)
-        base = np.array([depth, cy, cx, 0.0, 0.0, angle if mirror else -angle, 0.0])
-        # tilt grid at the coarse level
+        # in the frame's (row, col) plane (at +theta for a mirrored map)
+        base = np.array([cz, cy, cx, 0.0, 0.0, angle if mirror else -angle, 0.0])
         best_t, best_s = base, -2.0
-        sm = ndimage.gaussian_filter(ind, config.coarse_vox / 2)
-        px = config.coarse_vox / scale
-        rr, cc, val, wgt = (a.ravel() for a in _level_map(mask, weight, px, px / 2))
-        for tilt in np.arange(0, config.max_tilt_deg + 1e-9, 2.5):
+        for tilt in np.arange(0, config.max_tilt_deg + 1e-9, 2.5):  # tilt grid at the coarse level
             for az in (np.arange(0, 360, 30) if tilt > 0 else [0.0]):
-                n = normal_from_tilt(tilt, az)
                 trial = base.copy()
-                trial[3], trial[4] = n[1], n[2]
-                t = _pose(trial, shape, scale, mirror)
-                s = _ncc(val, ndimage.map_coordinates(sm, t.apply(rr, cc).T, order=1, mode="nearest"), wgt)
-                if s > best_s:
-                    best_t, best_s = trial, s
+                trial[3], trial[4] = np.tan(np.deg2rad(tilt)) * np.sin(np.deg2rad(az)), \
+                    np.tan(np.deg2rad(tilt)) * np.cos(np.deg2rad(az))
+                t = _pose(trial, shape, scale, mirror, frame)
+                sc = _ncc(val, ndimage.map_coordinates(sm_c, t.apply(rr, cc).T, order=1, mode="nearest"), wgt)
+                if sc > best_s:
+                    best_t, best_s = trial, sc
         params = best_t
-        for level in (config.coarse_vox, config.coarse_vox / 2, 1.0, 0.5):
-            params, s = _refine(ind, mask, weight, params, shape=shape, scale0=scale, mirror=mirror,
-                                level_vox=level, config=config)
-        results.append((s, params, mirror, score0))
+        for level in (f, f / 2, 1.0, 0.5):
+            params, sc = _refine(ind, mask, weight, params, shape=shape, scale0=scale, mirror=mirror,
+                                 level_vox=level, config=config, frame=frame)
+        results.append((sc, params, mirror, score0, frame))
     results.sort(key=lambda r: -r[0])
-    s, params, mirror, score0 = results[0]
-    transform = _pose(params, shape, scale, mirror)
+    s, params, mirror, score0, frame = results[0]
+    transform = _pose(params, shape, scale, mirror, frame)
     # runner-up: the best refined candidate that converged somewhere else (or the other way up)
     h, w = shape
     corners = ([0, 0, h - 1, h - 1], [0, w - 1, 0, w - 1])
     ref = transform.apply(*corners)
     others = [r[0] for r in results[1:]
-              if r[2] != mirror or np.linalg.norm(_pose(r[1], shape, scale, r[2]).apply(*corners) - ref,
+              if r[2] != mirror or np.linalg.norm(_pose(r[1], shape, scale, r[2], r[4]).apply(*corners) - ref,
                                                     axis=1).max() > 3.0]
     if others:
         runner_score = max(others)
