@@ -145,13 +145,20 @@ def caliper_widths(labels: np.ndarray, n_labels: int, *, n_directions: int = 64,
 def phase_counts(labels: np.ndarray, phases: np.ndarray, n_labels: int, *, slab: int = 16,
                  threads: int | None = None) -> np.ndarray:
     """Voxel count of each phase id in each label, (n_labels, 256), slab by slab along z in threads."""
+    present = fastremap.unique(phases).astype(np.int64)  # compact bins: only the phases present
+    lut = np.zeros(256, np.int64)
+    lut[present] = np.arange(len(present))
+    k = len(present)
+
     def one(z0):
-        key = labels[z0:z0 + slab].astype(np.int64) * 256 + phases[z0:z0 + slab]
-        return np.bincount(key.ravel(), minlength=n_labels * 256)
+        key = labels[z0:z0 + slab].astype(np.int64) * k + lut[phases[z0:z0 + slab]]
+        return np.bincount(key.ravel(), minlength=n_labels * k)
 
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
-        out = sum(pool.map(one, range(0, labels.shape[0], slab)))
-    return np.asarray(out).reshape(n_labels, 256)
+        compact = sum(pool.map(one, range(0, labels.shape[0], slab)))
+    out = np.zeros((n_labels, 256), np.int64)
+    out[:, present] = np.asarray(compact).reshape(n_labels, k)
+    return out
 
 
 def particle_table(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, phase_table: PhaseTable,
@@ -192,12 +199,12 @@ def particle_table(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: flo
         lab = labels if labels.dtype == np.uint32 else labels.astype(np.uint32)
     n = len(ids) + 1
     phases = np.asarray(phases, np.uint8)
-    with ThreadPoolExecutor(1) as pool:  # cc3d runs beside the numpy passes
+    with ThreadPoolExecutor(1) as pool:  # cc3d runs beside the (threaded) numpy passes
         future = pool.submit(cc3d.statistics, lab)
         pc = phase_counts(lab, phases, n)
+        area, exp = label_surfaces(lab, phases if exposure else None, n_labels=n)
         stats = future.result()
     counts = stats["voxel_counts"][:n].astype(np.int64)
-    area, exp = label_surfaces(lab, phases if exposure else None, n_labels=n)
     if calipers:
         fmin, fmax = caliper_widths(lab, n, n_directions=n_directions)
     else:

@@ -185,6 +185,13 @@ def _corner_views(a: np.ndarray) -> list[np.ndarray]:
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
+def _pairwise(a: np.ndarray, op) -> np.ndarray:
+    """``op`` over each 2x2x2 cube of ``a``: (Z-1, Y-1, X-1), in three pair passes."""
+    a = op(a[:-1], a[1:])
+    a = op(a[:, :-1], a[:, 1:])
+    return op(a[:, :, :-1], a[:, :, 1:])
+
+
 def _accumulate(lab, ph, w, area, exposure, n_phases) -> None:
     """Add one slab's cubes (contiguous slab). Fast path: cubes holding one object and background."""
     nz = (lab != 0).view(np.uint8)
@@ -192,15 +199,13 @@ def _accumulate(lab, ph, w, area, exposure, n_phases) -> None:
     code = np.zeros(views[0].shape, np.uint8)  # corners that are not background
     for i, v in enumerate(_corner_views(nz)):
         code |= v << i
-    top = views[0].copy()  # the largest label among the corners
-    for v in views[1:]:
-        np.maximum(top, v, out=top)
-    same = np.zeros(views[0].shape, np.uint8)  # corners equal to the largest label
-    for v in views:
-        same += (v == top).view(np.uint8)
+    # largest and smallest non-background label of each cube, by separable pair maxima/minima
+    top = _pairwise(lab, np.maximum)
+    bot = _pairwise(np.where(lab == 0, np.iinfo(lab.dtype).max, lab), np.minimum)
+    one = top == bot  # a single object among the corners (or none)
     pop = _POPCOUNT[code]
-    single = (code != 0) & (code != 255) & (same == pop)  # every non-background corner is `top`
-    multi = (code != 0) & (same != pop)
+    single = (code != 0) & (code != 255) & one  # one object and background
+    multi = (code != 0) & ~one
     idx = np.flatnonzero(single)
     cfg = code.ravel()[idx]
     lk = top.ravel()[idx].astype(np.int64)
