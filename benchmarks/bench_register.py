@@ -19,7 +19,7 @@ import numpy as np
 
 from mineral3d.phantom import PhantomConfig, generate
 from mineral3d.plane import similarity_2d
-from mineral3d.register import RegisterConfig, RegistrationError, ct_indicator, register_section
+from mineral3d.register import RegistrationError, ct_indicator, register_section
 
 
 def corner_error(est, truth, shape):

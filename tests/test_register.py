@@ -1,6 +1,5 @@
 """Registration finds the true plane of generated sections and refuses what does not match."""
 
-import json
 
 import numpy as np
 import pytest

@@ -33,7 +33,7 @@ from scipy import ndimage, optimize
 
 from mineral3d.errors import InputError
 from mineral3d.phases import RESIN, UNCLASSIFIED
-from mineral3d.plane import PlaneTransform, normal_from_tilt
+from mineral3d.plane import PlaneTransform
 
 
 class RegistrationError(Exception):

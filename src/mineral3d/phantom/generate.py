@@ -23,7 +23,6 @@ from mineral3d.phantom.particles import ParticleShape, place_particles
 from mineral3d.phantom.sections import bse_image, random_pose, unclassify_boundaries
 from mineral3d.phantom.shapes import primitive_sdf
 from mineral3d.phases import Phase, PhaseTable
-from mineral3d.plane import PlaneTransform
 
 SIEVES_UM = {"fine": (63.0, 100.0), "coarse": (100.0, 250.0)}
 DEFAULT_VOXEL_UM = {"fine": 2.0, "coarse": 3.0}
