@@ -59,6 +59,20 @@ def test_noise_is_rejected(prepared):
         register_section(s.ct(), noise, scale=0.5, indicator=ind)
 
 
+def test_two_particles_cannot_fix_the_tilt(prepared):
+    from mineral3d.register import particle_anchors
+    s, ind = prepared
+    ids = np.zeros((200, 240), np.uint8)
+    ids[30:90, 30:100] = 2
+    ids[120:180, 150:220] = 1
+    assert particle_anchors(ids) == (2, 0.0)
+    with pytest.raises(RegistrationError, match="2 separate particle region"):
+        register_section(s.ct(), ids, scale=0.5, indicator=ind)
+    ids[20:60, 180:230] = 2  # a third region off the line
+    n, spread = particle_anchors(ids)
+    assert n == 3 and spread > 0.05
+
+
 def test_map_without_outlines_is_rejected(prepared):
     s, ind = prepared
     with pytest.raises(RegistrationError, match="no particle/resin outlines"):

@@ -182,6 +182,7 @@ def register(
     orientation: str = typer.Option("near-z", help="near-z (tilts up to 10 degrees) or any."),
     min_score: float = typer.Option(0.75, help="Smallest final NCC accepted."),
     min_ratio: float = typer.Option(2.0, help="Runner-up misfit (1 - NCC) over the best's must reach this."),
+    min_anchors: int = typer.Option(3, help="Separate particle regions the map must show to fix the tilt."),
 ) -> None:
     """Find where each mineral map lies in the CT volume (no manual input).
 
@@ -201,7 +202,8 @@ def register(
         s.config.section(name)  # unknown names fail before any work
     if not names:
         raise InputError(s.root / "sample.toml", "the sample has no sections to register")
-    config = RegisterConfig.for_orientation(orientation, min_score=min_score, min_ratio=min_ratio)
+    config = RegisterConfig.for_orientation(orientation, min_score=min_score, min_ratio=min_ratio,
+                                            min_anchors=min_anchors)
     ct = s.ct()
     failed = []
     with err.status("preparing the CT"):

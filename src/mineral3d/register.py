@@ -17,7 +17,9 @@ particle mask with a particle indicator derived from the CT grey values:
 4. Confidence: the final NCC, and the runner-up, the best refined candidate that converged
    elsewhere (or, when all converge to one plane, the best coarse peak that is not a
    neighbour of the winner). The runner-up's misfit 1 - NCC must be ``min_ratio`` times the
-   winner's. Low score or a close runner-up is a
+   winner's. Before all this, the map must show at least ``min_anchors`` (3) separate
+   particle regions not on one line: a plane needs three anchors, and with one or two
+   particles its tilt is not fixed by the data. Any failed check is a
    :class:`RegistrationError` (exit code 3), never a transform that looks valid.
 
 All thresholds are in NCC units and are documented in docs/registration.md.
@@ -54,6 +56,9 @@ class RegisterConfig:
     n_candidates: int = 4
     min_score: float = 0.75
     min_ratio: float = 2.0
+    min_anchors: int = 3
+    min_anchor_area: float = 0.005
+    min_anchor_spread: float = 0.05
     orientation: str = "near-z"
 
     @classmethod
@@ -124,6 +129,30 @@ def _level_map(mask, weight, factor_px: float, sigma_px: float):
     d = ndimage.map_coordinates(den, [rr, cc], order=1)
     val = np.divide(n, d, out=np.zeros_like(n), where=d > 1e-3)
     return rr, cc, val.astype(np.float32), np.clip(d, 0, 1).astype(np.float32)
+
+
+def particle_anchors(ids: np.ndarray, *, min_area: float = 0.005) -> tuple[int, float]:
+    """Separate particle regions of a map that can anchor a plane, and how far they spread.
+
+    Returns the number of 8-connected non-resin regions covering at least ``min_area`` of the
+    map, and the smallest standard deviation of their centroids (over the principal axes)
+    relative to sqrt(map area): 0 when fewer than three or when they lie on a line.
+    """
+    import cc3d
+
+    lab = cc3d.connected_components(((ids != RESIN) & (ids != UNCLASSIFIED))[None].astype(np.uint8),
+                                    connectivity=26)[0]
+    sizes = np.bincount(lab.ravel())
+    big = np.flatnonzero(sizes[1:] >= min_area * ids.size) + 1
+    if len(big) < 3:
+        return len(big), 0.0
+    rows, cols = np.indices(ids.shape)
+    keep = np.isin(lab, big)
+    n = np.bincount(lab[keep], minlength=lab.max() + 1)[big]
+    cents = np.stack([np.bincount(lab[keep], weights=rows[keep], minlength=lab.max() + 1)[big] / n,
+                      np.bincount(lab[keep], weights=cols[keep], minlength=lab.max() + 1)[big] / n], axis=1)
+    spread = np.sqrt(max(np.linalg.eigvalsh(np.cov(cents.T))[0], 0.0)) / np.sqrt(ids.size)
+    return len(big), float(spread)
 
 
 def _ncc(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
@@ -332,6 +361,11 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
     mask, weight = map_layers(ids)
     if mask.sum() < 0.005 * mask.size or mask.sum() > 0.995 * weight.sum():
         raise RegistrationError("the map shows no particle/resin outlines to register")
+    anchors, spread = particle_anchors(ids, min_area=config.min_anchor_area)
+    if anchors < config.min_anchors or spread < config.min_anchor_spread:
+        raise RegistrationError(f"the map shows {anchors} separate particle region(s) of at least "
+                                f"{config.min_anchor_area:.1%} of its area; {config.min_anchors} not on one line are "
+                                "needed to fix the plane's tilt (a larger map, or lower --min-anchors at your risk)")
     shape = ids.shape
     f = config.coarse_vox
     # candidate peaks: (score, cz, angle, mirror, cy, cx, frame index) with the centre in CT voxels
