@@ -21,7 +21,7 @@ from mineral3d.errors import InputError
 _Z = np.array([1.0, 0.0, 0.0])
 
 
-def _rotation_taking(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def rotation_taking(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Smallest rotation (3, 3) taking unit vector ``a`` onto unit vector ``b``."""
     v = np.cross(a, b)
     c = float(np.dot(a, b))
@@ -94,7 +94,7 @@ class PlaneTransform:
         rotated in its plane by ``rotation_deg`` and optionally mirrored (seen from below).
         ``scale`` is CT voxels per map pixel (pixel_size_um / voxel_size_um).
         """
-        rot = _rotation_taking(_Z, normal_from_tilt(tilt_deg, azimuth_deg))
+        rot = rotation_taking(_Z, normal_from_tilt(tilt_deg, azimuth_deg))
         u0, v0 = rot @ np.array([0.0, 1.0, 0.0]), rot @ np.array([0.0, 0.0, 1.0])
         a = np.deg2rad(rotation_deg)
         u = np.cos(a) * u0 + np.sin(a) * v0

@@ -35,7 +35,7 @@ from scipy import ndimage, optimize
 
 from mineral3d.errors import InputError
 from mineral3d.phases import RESIN, UNCLASSIFIED
-from mineral3d.plane import PlaneTransform
+from mineral3d.plane import PlaneTransform, rotation_taking
 
 
 class RegistrationError(Exception):
@@ -278,9 +278,7 @@ def _distinct(p, q, *, radius_vox: float, angle_deg: float) -> bool:
 
 def _frame(n0: np.ndarray) -> np.ndarray:
     """(3, 3) rotation whose columns are the frame axes (normal, row, col) of base normal n0."""
-    from mineral3d.plane import _rotation_taking
-
-    return _rotation_taking(np.array([1.0, 0.0, 0.0]), n0 / np.linalg.norm(n0))
+    return rotation_taking(np.array([1.0, 0.0, 0.0]), n0 / np.linalg.norm(n0))
 
 
 def _pose(params, shape, scale0, mirror, frame=None):
