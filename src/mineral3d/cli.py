@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mineral3d.errors import InputError
@@ -232,6 +232,161 @@ def register(
                   f"scale {t.scale / s.nominal_scale(name):.4f} x nominal{', mirrored' if r.mirrored else ''}")
     if failed:
         raise RegistrationError("; ".join(failed))
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise InputError(what, f"expected integers separated by commas, got {text!r}") from None
+
+
+@app.command()
+def train(
+    sample: Path = typer.Argument(..., help="Sample folder (or its sample.toml)."),
+    registration: Path = typer.Option(..., help="Folder written by `mineral3d register`."),
+    out_dir: Path = typer.Option(..., "--out", help="Model folder to write."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    iterations: int = typer.Option(1500, help="Training iterations (batches)."),
+    seed: int = typer.Option(0, help="Random seed: the same seed gives the same model."),
+    sections: Optional[str] = typer.Option(None, help="Comma-separated sections to learn from [default: the "
+                                                      "train-role sections]."),
+    features: Optional[str] = typer.Option(None, help="U-Net channels, 6 integers [default: 8,8,16,32,64,8]."),
+    precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it), fp32 or bf16."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing model folder."),
+) -> None:
+    """Train a 3D phase CNN on the registered sections (loss only on the voxels they label).
+
+    Checkpoints go beside the model folder; rerunning an interrupted command resumes.
+    """
+    from mineral3d.io import open_sample
+    from mineral3d.nn import NetworkConfig, TrainConfig, save_model
+    from mineral3d.pipeline.phases import material_classes, section_labels, train_phase_model
+
+    if out_dir.exists() and not force:
+        raise InputError(out_dir, "already exists (use --force to replace it)")
+    s = open_sample(sample)
+    names = [n.strip() for n in sections.split(",")] if sections else None
+    for n in names or []:
+        s.config.section(n)
+    labels, used = section_labels(s, registration, sections=names)
+    config = TrainConfig(iterations=iterations, seed=seed, precision=precision)
+    net = NetworkConfig(out_channels=len(material_classes(s.phase_table)),
+                        **({"features": _ints(features, "--features")} if features else {}))
+    ckpt = out_dir.parent / f".{out_dir.name}.checkpoint.pt"
+    out.print(f"training on {len(labels)} labelled voxels of sections {', '.join(used)}: "
+              + ", ".join(f"{s.phase_table.name_of(k)} {v}" for k, v in sorted(labels.counts().items())))
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TextColumn("eta"),
+                  TimeRemainingColumn(), console=err, disable=not err.is_terminal) as p:
+        task = p.add_task("training", total=iterations, loss=float("nan"))
+        model = train_phase_model(s.ct(), labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
+                                  network=net, config=config, device=device, checkpoint=ckpt,
+                                  progress=lambda i, n, loss: p.update(task, completed=i, loss=loss),
+                                  info={"sample": str(s.root), "sections": used})
+    save_model(out_dir, model, overwrite=force)
+    rec = model.info["record"]
+    out.print(f"wrote {out_dir}: {rec['iterations']} iterations in {rec['seconds']:.0f} s, "
+              f"final loss {rec['final_loss']:.4f}" + (f" (resumed at {rec['resumed_at']})" if rec["resumed_at"] else ""))
+
+
+def _open_input(path: Path, voxel_um: float | None):
+    """(volume, voxel size, phase table or None, sample or None) of a sample folder or a CT file."""
+    from mineral3d.io import open_sample
+    from mineral3d.io.volumes import open_volume
+
+    if path.is_dir() and (path / "sample.toml").exists() or path.suffix == ".toml":
+        s = open_sample(path)
+        vol, _ = open_volume(s.config.ct)
+        return vol, s.voxel_size_um, s.phase_table, s
+    vol, voxel = open_volume(path)
+    voxel = voxel_um or voxel
+    if not voxel or voxel <= 0:
+        raise InputError(path, "no voxel size recorded: give --voxel-um")
+    return vol, voxel, None, None
+
+
+@app.command()
+def segment(
+    source: Path = typer.Argument(..., metavar="CT_OR_SAMPLE", help="Sample folder, or a CT volume (TIFF, "
+                                                                    "slice folder or Zarr)."),
+    model_dir: Path = typer.Option(..., "--model", help="Model folder written by `mineral3d train`."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder: OUT/segmentation.zarr is written."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Also write class probabilities."),
+    allow_resample: bool = typer.Option(False, "--allow-resample", help="Apply a model trained at another voxel "
+                                                                        "size by resampling each block."),
+    voxel_um: Optional[float] = typer.Option(None, help="Voxel size, µm, of a CT file that does not record it."),
+    block: str = typer.Option("128,256,256", help="Block shape (z,y,x) processed at a time, voxels."),
+    precision: str = typer.Option("auto", help="auto, fp32 or bf16."),
+) -> None:
+    """Segment mineral phases in a whole volume, block by block (out of core), into Zarr."""
+    from mineral3d.nn import load_model
+    from mineral3d.nn.infer import InferConfig
+    from mineral3d.pipeline.phases import check_model, segment_phases
+
+    model = load_model(model_dir)
+    vol, voxel, table, _ = _open_input(source, voxel_um)
+    zoom = check_model(model, voxel_size_um=voxel, phase_table=table, allow_resample=allow_resample,
+                       source=str(source))
+    config = InferConfig(block=_ints(block, "--block"), precision=precision)
+    with _progress() as p:
+        prog = _StageProgress(p)
+        r = segment_phases(vol, voxel_size_um=voxel, model=model, out=out_dir / "segmentation.zarr", config=config,
+                           device=device, probabilities=probabilities, zoom=zoom,
+                           progress=lambda d, n: prog("segmenting blocks", d, n))
+    out.print(f"wrote {r.path}/phases ({r.blocks} blocks" + (f", {r.resumed_blocks} resumed" if r.resumed_blocks
+                                                             else "") + (f", resampled x{zoom:.3f}" if zoom != 1
+                                                                         else "") + ")")
+
+
+@app.command()
+def validate(
+    sample: Path = typer.Argument(..., help="Sample folder (or its sample.toml)."),
+    registration: Path = typer.Option(..., help="Folder written by `mineral3d register`."),
+    segmentation: Path = typer.Option(..., help="segmentation.zarr (its phases array is used) or a phase volume."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for validation.json and the CSV tables."),
+    model_dir: Optional[Path] = typer.Option(None, "--model", help="The model: adds its grey-value baseline."),
+    sections: Optional[str] = typer.Option(None, help="Comma-separated sections [default: validation-role]."),
+) -> None:
+    """Score a phase segmentation against held-out mineral maps, on the CT voxel grid."""
+    from mineral3d.baseline import GreyClassifier
+    from mineral3d.io import open_sample
+    from mineral3d.io.volumes import open_volume
+    from mineral3d.nn import load_model
+    from mineral3d.pipeline.validation import validate_sample, write_validation
+
+    s = open_sample(sample)
+    seg_path = segmentation / "phases" if (segmentation / "phases" / "zarr.json").exists() else segmentation
+    seg, _ = open_volume(seg_path, name="phase volume", labels=True)
+    if tuple(seg.shape) != tuple(s.ct().shape):
+        raise InputError(seg_path, f"shape {tuple(seg.shape)} differs from the CT's {tuple(s.ct().shape)}")
+    names = [n.strip() for n in sections.split(",")] if sections else None
+    for n in names or []:
+        s.config.section(n)
+    baseline = None
+    if model_dir is not None:
+        m = load_model(model_dir)
+        if "baseline" in m.info:
+            baseline = GreyClassifier.from_dict(m.info["baseline"])
+    result = validate_sample(s, registration, seg, sections=names, baseline=baseline)
+    write_validation(out_dir, result)
+    table = Table("phase", "IoU", "Dice", "map %", "predicted %", *(["baseline IoU"] if baseline else []),
+                  *(["ceiling IoU", "truth IoU"] if "ceiling" in result["all"] else []),
+                  title=f"Validation on {', '.join(result['sections'])} ({result['all']['voxels']} voxels)",
+                  title_justify="left")
+    a = result["all"]
+
+    def f(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    for ph, sc in a["voxel_grid"]["per_phase"].items():
+        row = [ph, f(sc["iou"]), f(sc["dice"]), f(100 * sc["reference_fraction"]), f(100 * sc["predicted_fraction"])]
+        for k in ["baseline"] * bool(baseline) + ["ceiling", "truth_volume"] * ("ceiling" in a):
+            row.append(f(a[k]["voxel_grid"]["per_phase"][ph]["iou"]))
+        table.add_row(*row)
+    out.print(table)
+    out.print(f"wrote {out_dir}/validation.json")
 
 
 def main(argv: list[str] | None = None) -> None:

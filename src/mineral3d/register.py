@@ -34,6 +34,7 @@ from scipy import fft as sfft
 from scipy import ndimage, optimize
 
 from mineral3d.errors import InputError
+from mineral3d.intensity import otsu_threshold
 from mineral3d.phases import RESIN, UNCLASSIFIED
 from mineral3d.plane import PlaneTransform, rotation_taking
 
@@ -84,18 +85,6 @@ class RegistrationResult:
 
 
 # --- preparing both sides -------------------------------------------------------------------
-
-def otsu_threshold(values: np.ndarray, bins: int = 512) -> float:
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    mu0 = m0 / np.maximum(w0, 1)
-    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(centres[np.argmax(between)])
-
 
 def ct_indicator(ct: np.ndarray, *, seed: int = 0) -> np.ndarray:
     """Particle indicator (float32, ~0 resin, ~1 particle) from CT grey values (Otsu class means)."""

@@ -32,3 +32,46 @@ def read_any_volume(path: str | os.PathLike, *, name: str = "volume",
             arr, voxel = zarr.open_array(store=str(path), mode="r"), None
         return np.asarray(arr[...]), voxel
     return read_volume(path, name=name, dtypes=LABEL_DTYPES if labels else VOLUME_DTYPES), None
+
+
+def open_volume(path: str | os.PathLike, *, name: str = "CT volume", labels: bool = False):
+    """A (Z, Y, X) volume opened lazily where the format allows it.
+
+    Zarr arrays stay on disk (read chunk by chunk when sliced); an uncompressed TIFF is
+    memory-mapped; compressed TIFFs and slice folders are read into memory.
+
+    Returns
+    -------
+    volume : array-like
+        Sliceable like an ndarray (``volume[z0:z1]`` returns an ndarray).
+    voxel_size_um : float or None
+        From the Zarr metadata, when recorded.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    dtypes = LABEL_DTYPES if labels else VOLUME_DTYPES
+    if (path / "zarr.json").exists():
+        try:
+            arr, voxel = read_volume_zarr(path)
+        except InputError as exc:
+            if "voxel size" not in exc.problem:
+                raise
+            import zarr
+
+            arr, voxel = zarr.open_array(store=str(path), mode="r"), None
+        if arr.ndim != 3:
+            raise InputError(path, f"the {name} must be 3D (z, y, x), got shape {arr.shape}")
+        if np.dtype(arr.dtype) not in [np.dtype(d) for d in dtypes]:
+            raise InputError(path, f"unsupported {name} dtype {arr.dtype}")
+        return arr, voxel
+    if path.is_file():
+        import tifffile
+
+        try:
+            mm = tifffile.memmap(path, mode="r")
+        except Exception:  # compressed, tiled or not memory-mappable: read it
+            mm = None
+        if mm is not None and mm.ndim == 3 and mm.dtype in dtypes and min(mm.shape) >= 2:
+            return mm, None
+    return read_volume(path, name=name, dtypes=dtypes), None

@@ -1,0 +1,90 @@
+"""Process-level torch settings that decide CPU speed: allocator, threads, precision, device.
+
+Measured on the 2-core CI machines (docs/benchmarks.md, ../shared/perf-notes.md): glibc
+malloc hands every large activation buffer back to the kernel, so each U-Net pass
+re-faults hundreds of MB; raising its mmap and trim thresholds (``mallopt``, done once per
+process here, or jemalloc via ``LD_PRELOAD``) makes training ~1.3x and inference up to
+~1.8x faster. bf16 autocast is used where the CPU has native bf16 (AVX512-BF16 or AMX)
+or the GPU supports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+
+import torch
+
+from mineral3d.errors import InputError
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+@functools.cache
+def tune_allocator() -> bool:
+    """Keep freed large blocks in the glibc heap (no effect under jemalloc or on other libcs).
+
+    Returns True when the thresholds were set. Set ``MINERAL3D_NO_MALLOPT=1`` to skip.
+    """
+    if os.environ.get("MINERAL3D_NO_MALLOPT") or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) or libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    ok = ok and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) and libc.mallopt(_M_TOP_PAD, 64 << 20)
+    return bool(ok)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``cpu``, ``cuda`` (error when torch sees no GPU), ``cuda:N`` or ``auto`` (cuda when present)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError("--device", f"{name} requested but torch sees no CUDA GPU (use --device cpu)")
+        return torch.device(name)
+    raise InputError("--device", f"must be cpu, cuda, cuda:N or auto, got {name!r}")
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX): autocast then pays off."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Resolve ``precision`` (auto, fp32, bf16) for ``device``."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise InputError("--precision", f"must be auto, fp32 or bf16, got {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_bf16()
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on ``device`` when ``enabled``, else a no-op context."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def prepare(device: torch.device, threads: int | None = None) -> None:
+    """Allocator and thread settings for a run on ``device`` (threads: all cores by default)."""
+    tune_allocator()
+    if device.type == "cpu":
+        if threads is None:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, int(threads or 1)))

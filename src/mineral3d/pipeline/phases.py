@@ -1,0 +1,225 @@
+"""Phase segmentation steps with files: labels from registered sections, train, segment.
+
+The core work is in :mod:`mineral3d.labels`, :mod:`mineral3d.nn` and
+:mod:`mineral3d.baseline`; this module reads the sample and the registration folder,
+checks that model and volume belong together, and writes results atomically (training
+checkpoints and finished blocks let an interrupted step resume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import zarr
+
+from mineral3d.baseline import GreyClassifier
+from mineral3d.errors import InputError
+from mineral3d.intensity import GreyLevels
+from mineral3d.io.atomic import write_json
+from mineral3d.io.sample import Sample
+from mineral3d.io.transforms import read_transform
+from mineral3d.labels import SparseLabels, merge_labels, section_voxels
+from mineral3d.nn import runtime
+from mineral3d.nn.infer import InferConfig, predict_blocks
+from mineral3d.nn.model import Model
+from mineral3d.nn.network import NetworkConfig
+from mineral3d.nn.train import TrainConfig, train
+from mineral3d.phases import UNCLASSIFIED, PhaseTable
+from mineral3d.plane import PlaneTransform
+
+VOXEL_TOLERANCE = 0.05
+"""Largest relative voxel-size difference between model and volume applied without resampling."""
+
+
+def registered_transform(registration: str | os.PathLike, section: str) -> PlaneTransform:
+    """The transform ``mineral3d register`` wrote for ``section``."""
+    path = Path(registration) / f"{section}.json"
+    if not path.is_file():
+        raise InputError(path, f"no registration for section {section!r} (run `mineral3d register` first, "
+                               "or it was refused: see its message)")
+    return read_transform(path)[0]
+
+
+def section_labels(sample: Sample, registration: str | os.PathLike, *, role: str = "train",
+                   sections: list[str] | None = None, min_fraction: float = 0.5) -> tuple[SparseLabels, list[str]]:
+    """Merged sparse labels of the sample's ``role`` sections (or the named ``sections``)."""
+    names = sections or [c.name for c in sample.config.sections if c.role == role]
+    if not names:
+        raise InputError(sample.root / "sample.toml", f"no {role}-role sections to learn from")
+    shape = sample.ct().shape
+    parts = [section_voxels(shape, sample.section_map(n), registered_transform(registration, n),
+                            min_fraction=min_fraction) for n in names]
+    labels = merge_labels(parts)
+    if len(labels) == 0:
+        raise InputError(Path(registration), "the registered sections label no CT voxel (planes outside the volume?)")
+    return labels, names
+
+
+def material_classes(table: PhaseTable) -> list[int]:
+    """Output classes of a phase model: every phase id but 'unclassified' (255)."""
+    return [int(i) for i in table.ids if i != UNCLASSIFIED]
+
+
+def train_phase_model(ct: np.ndarray, labels: SparseLabels, *, voxel_size_um: float, phase_table: PhaseTable,
+                      network: NetworkConfig | None = None, config: TrainConfig = TrainConfig(),
+                      device: str = "auto", checkpoint: str | os.PathLike | None = None,
+                      progress: Callable[[int, int, float], None] | None = None, info: dict | None = None) -> Model:
+    """Train a phase model on ``labels`` of ``ct``; also fits the grey-value baseline on them."""
+    classes = material_classes(phase_table)
+    lut = np.full(256, -1, np.int64)
+    lut[classes] = np.arange(len(classes))
+    target = lut[labels.label]
+    if (target < 0).any():
+        bad = sorted(set(labels.label[target < 0].tolist()))
+        raise InputError("labels", f"phase ids {bad} are not in the phase table")
+    levels = GreyLevels.from_volume(ct, seed=config.seed)
+    image = levels.normalise(ct)
+    network = network or NetworkConfig(out_channels=len(classes))
+    if network.out_channels != len(classes):
+        raise InputError("network", f"{network.out_channels} outputs for {len(classes)} phases")
+    dev = runtime.resolve_device(device)
+    result = train(image, labels.zyx, target, network, config, device=dev, checkpoint=checkpoint,
+                   progress=progress)
+    baseline = GreyClassifier.fit(image.reshape(-1)[labels.index], labels.label)
+    record = {"train": config.to_dict(), "record": result.record(), "labels": {
+        "voxels": len(labels), "per_phase": {phase_table.name_of(k): v for k, v in labels.counts().items()}},
+        "baseline": baseline.to_dict(), "device": str(dev)}
+    record.update(info or {})
+    return Model(network=network, classes=classes, voxel_size_um=voxel_size_um, levels=levels, task="phases",
+                 phase_table=phase_table, state=result.state, info=record)
+
+
+# --- applying a model -----------------------------------------------------------------------
+
+def check_model(model: Model, *, voxel_size_um: float, phase_table: PhaseTable | None, allow_resample: bool,
+                source: str) -> float:
+    """Check that ``model`` fits the volume; return the zoom (volume voxel / model voxel) to apply."""
+    if model.phase_table is not None and phase_table is not None:
+        a = [(p.id, p.name) for p in model.phase_table.phases if p.id != UNCLASSIFIED]
+        b = [(p.id, p.name) for p in phase_table.phases if p.id != UNCLASSIFIED]
+        if a != b:
+            raise InputError(source, "phase table differs from the model's: model "
+                             f"{', '.join(f'{i}={n}' for i, n in a)}; sample {', '.join(f'{i}={n}' for i, n in b)}")
+    ratio = voxel_size_um / model.voxel_size_um
+    if abs(ratio - 1) <= VOXEL_TOLERANCE:
+        return 1.0
+    if not allow_resample:
+        raise InputError(source, f"voxel size {voxel_size_um:g} µm differs from the model's "
+                                 f"{model.voxel_size_um:g} µm (pass --allow-resample to resample each block)")
+    return float(ratio)
+
+
+def _key(model: Model, volume, levels: GreyLevels, config: InferConfig, zoom: float, probabilities: bool) -> str:
+    h = hashlib.sha256()
+    for v in model.state.values():
+        h.update(v.numpy().tobytes()[:4096])
+    h.update(json.dumps([model.to_json(), list(volume.shape), str(volume.dtype), levels.to_dict(),
+                         [list(config.tile), config.overlap, list(config.block), config.halo, config.precision],
+                         zoom, probabilities], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def _ensure_group(path: Path, attrs: dict) -> zarr.Group:
+    if (path / "zarr.json").exists():
+        group = zarr.open_group(store=str(path), mode="r+")
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        group = zarr.open_group(store=str(path), mode="w", zarr_format=3)
+    merged = dict(group.attrs.get("mineral3d", {}))
+    merged.update(attrs)
+    group.attrs["mineral3d"] = merged
+    return group
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    path: Path
+    blocks: int
+    resumed_blocks: int
+    zoom: float
+    levels: GreyLevels
+
+
+def segment_phases(volume, *, voxel_size_um: float, model: Model, out: str | os.PathLike,
+                   config: InferConfig = InferConfig(), device: str = "auto", probabilities: bool = False,
+                   zoom: float = 1.0, progress: Callable[[int, int], None] | None = None) -> SegmentResult:
+    """Write ``out`` (a Zarr group, e.g. ``segmentation.zarr``) array ``phases`` (+ ``probabilities``).
+
+    ``phases`` holds uint8 phase ids, chunked 64³; ``probabilities`` (optional) the class
+    probabilities as uint8 (0-255 = 0-1), shape (K, Z, Y, X), in ``model.classes`` order.
+    Arrays are built under a hidden ``.phases.partial`` name and renamed when complete; an
+    interrupted run with the same model, volume and settings resumes from its last
+    finished block.
+    """
+    out = Path(out)
+    dev = runtime.resolve_device(device)
+    levels = GreyLevels.from_volume(volume)
+    shape = tuple(int(s) for s in volume.shape)
+    key = _key(model, volume, levels, config, zoom, probabilities)
+    group_attrs = {"voxel_size_um": float(voxel_size_um)}
+    if model.phase_table is not None:
+        group_attrs["phase_table"] = model.phase_table.to_csv_text()
+    _ensure_group(out, group_attrs)
+    partial = out / ".phases.partial"
+    state_file = partial / "progress.json"
+    done: set[int] = set()
+    if state_file.is_file():
+        try:
+            state = json.loads(state_file.read_text())
+            if state.get("key") == key:
+                done = set(int(b) for b in state["done"])
+        except (ValueError, KeyError):
+            done = set()
+    if not done and partial.exists():
+        shutil.rmtree(partial)
+    chunks = tuple(min(64, s, b) for s, b in zip(shape, config.block))
+    if not done:
+        partial.mkdir(parents=True)
+        g = zarr.open_group(store=str(partial), mode="w", zarr_format=3)
+        g.create_array("phases", shape=shape, dtype=np.uint8, chunks=chunks, fill_value=0)
+        if probabilities:
+            g.create_array("probabilities", shape=(len(model.classes), *shape), dtype=np.uint8,
+                           chunks=(1, *chunks), fill_value=0)
+    g = zarr.open_group(store=str(partial), mode="r+")
+    phases = g["phases"]
+    probs = g["probabilities"] if probabilities else None
+    block = tuple(max(c, (b // c) * c) for b, c in zip(config.block, chunks))  # whole chunks per block
+    config = InferConfig(tile=config.tile, overlap=config.overlap, sw_batch_size=config.sw_batch_size, block=block,
+                         halo=config.halo, precision=config.precision)
+    n_blocks = int(np.prod([len(range(0, s, b)) for s, b in zip(shape, block)]))
+    resumed = len(done)
+    classes = np.asarray(model.classes, np.uint8)
+    net = model.build(dev)
+    if progress is not None:
+        progress(len(done), n_blocks)
+    for number, sl, prob in predict_blocks(volume, levels.normalise, net, config=config, device=dev, zoom=zoom,
+                                           skip=lambda n: n in done):
+        phases[sl] = classes[np.argmax(prob, axis=0)]
+        if probs is not None:
+            probs[(slice(None), *sl)] = np.rint(np.clip(prob, 0, 1) * 255).astype(np.uint8)
+        done.add(number)
+        write_json(state_file, {"key": key, "done": sorted(done)})
+        if progress is not None:
+            progress(len(done), n_blocks)
+    attrs = {"voxel_size_um": float(voxel_size_um), "labels": True, "classes": [int(c) for c in classes],
+             "model_voxel_size_um": model.voxel_size_um, "zoom": zoom, "grey_levels": levels.to_dict()}
+    phases.attrs.update(attrs)
+    if probs is not None:
+        probs.attrs.update(attrs)
+    # move the finished arrays into the group, then drop the partial folder
+    for name in ("probabilities", "phases"):  # phases last: its presence means finished
+        if (partial / name).exists():
+            if (out / name).exists():
+                shutil.rmtree(out / name)
+            os.replace(partial / name, out / name)
+    if not probabilities and (out / "probabilities").exists():
+        shutil.rmtree(out / "probabilities")  # stale, from an earlier run with other settings
+    shutil.rmtree(partial)
+    return SegmentResult(out, n_blocks, resumed, zoom, levels)

@@ -1,0 +1,169 @@
+"""The torch layer: sparse-label training, resuming, model files and tiled inference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mineral3d.baseline import GreyClassifier
+from mineral3d.errors import InputError
+from mineral3d.intensity import GreyLevels
+from mineral3d.nn import Model, NetworkConfig, TrainConfig, load_model, save_model, train
+from mineral3d.nn.infer import InferConfig, predict_blocks, predict_probabilities
+from mineral3d.phases import PhaseTable
+from mineral3d.pipeline.phases import check_model, segment_phases
+
+TINY = NetworkConfig(out_channels=2, features=(4, 4, 8, 8, 16, 4))
+
+
+def _blocks_volume(seed: int, shape=(32, 64, 64), cube: int = 8, contrast: float = 0.8):
+    """Classes 0/1 in random cubes; grey = 0 or ``contrast`` plus unit noise (grey alone: ~65% right)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 2, [s // cube for s in shape])
+    cls = coarse.repeat(cube, 0).repeat(cube, 1).repeat(cube, 2)
+    grey = (cls * contrast + rng.normal(0, 1, shape)).astype(np.float32)
+    return grey, cls.astype(np.int64)
+
+
+def _plane_labels(cls: np.ndarray, z: int):
+    zyx = np.stack(np.meshgrid([z], np.arange(cls.shape[1]), np.arange(cls.shape[2]), indexing="ij"), -1)
+    zyx = zyx.reshape(-1, 3)
+    return zyx, cls[tuple(zyx.T)]
+
+
+def test_sparse_training_beats_the_grey_value_baseline():
+    grey, cls = _blocks_volume(0)
+    zyx, target = np.concatenate([_plane_labels(cls, 9)[0], _plane_labels(cls, 22)[0]]), None
+    target = cls[tuple(zyx.T)]
+    r = train(grey, zyx, target, TINY, TrainConfig(iterations=60, batch_size=2, patch=(16, 32, 32),
+                                                   learning_rate=1e-2, warmup=5, seed=0))
+    net = TINY.build()
+    net.load_state_dict(r.state)
+    test_grey, test_cls = _blocks_volume(1)  # a new volume: generalisation, not memory
+    pred = predict_probabilities(net, test_grey, config=InferConfig(tile=(32, 32, 32))).argmax(0)
+    base = GreyClassifier.fit(grey[tuple(zyx.T)], target).predict(test_grey)
+    acc_cnn, acc_base = np.mean(pred == test_cls), np.mean(base == test_cls)
+    assert acc_base < 0.7
+    assert acc_cnn > acc_base + 0.15, (acc_cnn, acc_base)
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    grey, cls = _blocks_volume(2, shape=(16, 32, 32))
+    zyx, target = _plane_labels(cls, 8)
+    cfg = TrainConfig(iterations=8, batch_size=1, patch=(16, 32, 32), checkpoint_every=3, seed=3, warmup=2)
+    full = train(grey, zyx, target, TINY, cfg)
+    ckpt = tmp_path / "ckpt.pt"
+
+    def stop(i, n, loss):
+        if i == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(grey, zyx, target, TINY, cfg, checkpoint=ckpt, progress=stop)
+    assert ckpt.exists()
+    resumed = train(grey, zyx, target, TINY, cfg, checkpoint=ckpt)
+    assert resumed.resumed_at == 6 and not ckpt.exists()
+    for k, v in full.state.items():
+        torch.testing.assert_close(resumed.state[k], v, rtol=0, atol=0)
+    again = train(grey, zyx, target, TINY, cfg)
+    assert all(torch.equal(again.state[k], v) for k, v in full.state.items())  # same seed, same weights
+
+
+def _model(tmp_path, voxel=2.0) -> Model:
+    torch.manual_seed(0)
+    net = NetworkConfig(out_channels=3, features=(4, 4, 8, 8, 16, 4))
+    table = PhaseTable.from_text("id,name,color\n0,resin,#000000\n1,a,#ff0000\n2,b,#00ff00\n", target="a")
+    return Model(network=net, classes=[0, 1, 2], voxel_size_um=voxel, levels=GreyLevels(10.0, 110.0, 60.0),
+                 phase_table=table, state=net.build().state_dict(), info={"note": "x"})
+
+
+def test_model_folder_round_trip_and_errors(tmp_path):
+    m = _model(tmp_path)
+    save_model(tmp_path / "m", m)
+    back = load_model(tmp_path / "m")
+    assert back.classes == [0, 1, 2] and back.voxel_size_um == 2.0 and back.levels == m.levels
+    assert back.phase_table.target == "a" and back.info == {"note": "x"}
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(back.build()(x), m.build()(x))
+    with pytest.raises(InputError, match="model folder not found"):
+        load_model(tmp_path / "nope")
+    (tmp_path / "m" / "model.json").write_text("{broken")
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_model(tmp_path / "m")
+    save_model(tmp_path / "m2", m)
+    meta = json.loads((tmp_path / "m2" / "model.json").read_text())
+    meta["classes"] = [0, 1]
+    (tmp_path / "m2" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="2 classes for 3 output channels"):
+        load_model(tmp_path / "m2")
+
+
+def test_model_must_fit_the_volume(tmp_path):
+    m = _model(tmp_path)
+    assert check_model(m, voxel_size_um=2.04, phase_table=m.phase_table, allow_resample=False, source="ct") == 1.0
+    with pytest.raises(InputError, match="voxel size 3 µm differs from the model's 2 µm"):
+        check_model(m, voxel_size_um=3.0, phase_table=m.phase_table, allow_resample=False, source="ct")
+    assert check_model(m, voxel_size_um=3.0, phase_table=None, allow_resample=True, source="ct") == 1.5
+    other = PhaseTable.from_text("id,name,color\n0,resin,#000000\n1,a,#ff0000\n2,c,#00ff00\n")
+    with pytest.raises(InputError, match="phase table differs"):
+        check_model(m, voxel_size_um=2.0, phase_table=other, allow_resample=False, source="ct")
+
+
+def test_tiled_equals_whole_volume_inference(tmp_path):
+    m = _model(tmp_path)
+    net = m.build()
+    rng = np.random.default_rng(0)
+    vol = rng.normal(60, 40, (40, 72, 56)).astype(np.float32)
+    whole = predict_probabilities(net, m.levels.normalise(vol), config=InferConfig(precision="fp32"))
+    # one block holding the whole volume: exactly the whole-volume sliding window
+    cfg = InferConfig(block=(64, 128, 128), precision="fp32")
+    (number, sl, prob), = list(predict_blocks(vol, m.levels.normalise, net, config=cfg))
+    np.testing.assert_allclose(prob, whole, atol=1e-5)
+    # written through Zarr block by block (8 blocks): the same phases almost everywhere
+    r = segment_phases(vol, voxel_size_um=2.0, model=m, out=tmp_path / "seg.zarr", device="cpu",
+                       config=InferConfig(block=(20, 36, 28), halo=16, precision="fp32"))
+    import zarr
+
+    got = zarr.open_array(store=str(tmp_path / "seg.zarr" / "phases"), mode="r")[...]
+    assert r.blocks == 8
+    whole = predict_probabilities(net, r.levels.normalise(vol), config=InferConfig(precision="fp32"))
+    assert np.mean(got == np.array(m.classes)[whole.argmax(0)]) > 0.995
+
+
+def test_segmentation_resumes_after_an_interruption(tmp_path):
+    import zarr
+
+    m = _model(tmp_path)
+    vol = np.random.default_rng(1).normal(60, 40, (32, 48, 48)).astype(np.float32)
+    cfg = InferConfig(block=(16, 48, 48), halo=8, precision="fp32")
+    ref = segment_phases(vol, voxel_size_um=2.0, model=m, out=tmp_path / "a.zarr", device="cpu", config=cfg)
+    assert ref.blocks == 2 and not (tmp_path / "a.zarr" / ".phases.partial").exists()
+    calls = []
+
+    def stop(done, total):
+        calls.append(done)
+        if done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        segment_phases(vol, voxel_size_um=2.0, model=m, out=tmp_path / "b.zarr", device="cpu", config=cfg,
+                       progress=stop)
+    assert not (tmp_path / "b.zarr" / "phases").exists()  # nothing that looks finished
+    r = segment_phases(vol, voxel_size_um=2.0, model=m, out=tmp_path / "b.zarr", device="cpu", config=cfg)
+    assert r.resumed_blocks == 1
+    a = zarr.open_array(store=str(tmp_path / "a.zarr" / "phases"), mode="r")[...]
+    b = zarr.open_array(store=str(tmp_path / "b.zarr" / "phases"), mode="r")[...]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_resampled_inference_keeps_the_shape(tmp_path):
+    m = _model(tmp_path)
+    vol = np.random.default_rng(2).normal(60, 40, (24, 40, 40)).astype(np.float32)
+    cfg = InferConfig(block=(64, 64, 64), precision="fp32")
+    (_, sl, prob), = list(predict_blocks(vol, m.levels.normalise, m.build(), config=cfg, zoom=1.5))
+    assert prob.shape == (3, 24, 40, 40)
+    np.testing.assert_allclose(prob.sum(0), 1.0, atol=1e-4)
