@@ -25,10 +25,9 @@ test: install
 demo: install
 	$(VENV)/bin/mineral3d phantom $(DEMO)/sample --fraction fine --seed 0 --force
 	$(VENV)/bin/mineral3d info $(DEMO)/sample
-	$(VENV)/bin/mineral3d register $(DEMO)/sample --out $(DEMO)/registration
-	# until segmentation exists: measure the ground truth (3D vs 2D liberation)
-	$(VENV)/bin/mineral3d measure --phases $(DEMO)/sample/truth/phases.tif \
-	    --particles $(DEMO)/sample/truth/particles.tif --sample $(DEMO)/sample --out $(DEMO)/truth-measure
+	# register, train (~11 min on 2 cores), segment phases and particles, measure, validate, report
+	$(VENV)/bin/mineral3d run $(DEMO)/sample --out $(DEMO)/run
+	@echo "report: $(DEMO)/run/report.html"
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

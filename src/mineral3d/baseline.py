@@ -45,13 +45,17 @@ class GreyClassifier:
         std = np.sqrt(np.maximum(var, (1e-3 * spread) ** 2 + 1e-12))
         return cls(classes, mean, std, n / n.sum())
 
-    def predict(self, values: np.ndarray, *, chunk: int = 1 << 22) -> np.ndarray:
-        """Most probable class label of each grey value (any shape), vectorised in chunks."""
+    def predict(self, values: np.ndarray, *, priors: bool = True, chunk: int = 1 << 22) -> np.ndarray:
+        """Most probable class label of each grey value (any shape), vectorised in chunks.
+
+        ``priors=False`` drops the class frequencies (maximum likelihood): rare phases
+        whose grey values overlap a common one are then predicted at all.
+        """
         values = np.asarray(values)
         flat = values.reshape(-1)
         out = np.empty(flat.shape, dtype=self.classes.dtype)
         a = -0.5 / self.std ** 2
-        b = np.log(self.prior) - np.log(self.std)
+        b = (np.log(self.prior) if priors else 0.0) - np.log(self.std)
         for s in range(0, flat.size, chunk):
             v = flat[s:s + chunk].astype(np.float32)[:, None]
             score = a * (v - self.mean) ** 2 + b

@@ -169,6 +169,9 @@ def measure(
     out.print(f"3D liberation by grade: {line}")
     for method, b in s["bias_2d_minus_3d"].items():
         x = b["grade"]["0.9"]
+        if None in (x["L2D"], x["L3D"], x["bias"], *x["ci95"]):
+            out.print(f"{method}: no target phase to liberate")
+            continue
         out.print(f"{method}: L2D(0.9)={x['L2D']:.3f} vs L3D(0.9)={x['L3D']:.3f}: bias {x['bias']:+.3f} "
                   f"(95% CI {x['ci95'][0]:+.3f} to {x['ci95'][1]:+.3f})")
     out.print(f"wrote {out_dir}")
@@ -247,12 +250,14 @@ def train(
     registration: Path = typer.Option(..., help="Folder written by `mineral3d register`."),
     out_dir: Path = typer.Option(..., "--out", help="Model folder to write."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
-    iterations: int = typer.Option(1500, help="Training iterations (batches)."),
+    iterations: int = typer.Option(1200, help="Training iterations (batches of 2 patches)."),
     seed: int = typer.Option(0, help="Random seed: the same seed gives the same model."),
     sections: Optional[str] = typer.Option(None, help="Comma-separated sections to learn from [default: the "
                                                       "train-role sections]."),
     features: Optional[str] = typer.Option(None, help="U-Net channels, 6 integers [default: 8,8,16,32,64,8]."),
     precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it), fp32 or bf16."),
+    no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Keep the network's own phase balance instead "
+                                                                    "of matching the sections' area fractions."),
     force: bool = typer.Option(False, "--force", help="Replace an existing model folder."),
 ) -> None:
     """Train a 3D phase CNN on the registered sections (loss only on the voxels they label).
@@ -270,6 +275,10 @@ def train(
     for n in names or []:
         s.config.section(n)
     labels, used = section_labels(s, registration, sections=names)
+    from mineral3d.pipeline.phases import section_area_fractions
+
+    fractions = None if no_calibrate else section_area_fractions(s, registration, used,
+                                                                 material_classes(s.phase_table))
     config = TrainConfig(iterations=iterations, seed=seed, precision=precision)
     net = NetworkConfig(out_channels=len(material_classes(s.phase_table)),
                         **({"features": _ints(features, "--features")} if features else {}))
@@ -283,7 +292,7 @@ def train(
         model = train_phase_model(s.ct(), labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
                                   network=net, config=config, device=device, checkpoint=ckpt,
                                   progress=lambda i, n, loss: p.update(task, completed=i, loss=loss),
-                                  info={"sample": str(s.root), "sections": used})
+                                  info={"sample": str(s.root), "sections": used}, area_fractions=fractions)
     save_model(out_dir, model, overwrite=force)
     rec = model.info["record"]
     out.print(f"wrote {out_dir}: {rec['iterations']} iterations in {rec['seconds']:.0f} s, "
@@ -319,14 +328,18 @@ def segment(
     voxel_um: Optional[float] = typer.Option(None, help="Voxel size, µm, of a CT file that does not record it."),
     block: str = typer.Option("128,256,256", help="Block shape (z,y,x) processed at a time, voxels."),
     precision: str = typer.Option("auto", help="auto, fp32 or bf16."),
+    particles: bool = typer.Option(False, "--particles", help="Also separate individual particles (array "
+                                                              "particles)."),
+    min_diameter_um: Optional[float] = typer.Option(None, help="Smallest particle diameter, µm [default: the "
+                                                               "sample's lower sieve bound, else 8 voxels]."),
 ) -> None:
-    """Segment mineral phases in a whole volume, block by block (out of core), into Zarr."""
+    """Segment mineral phases (and particles) in a whole volume, block by block, into Zarr."""
     from mineral3d.nn import load_model
     from mineral3d.nn.infer import InferConfig
     from mineral3d.pipeline.phases import check_model, segment_phases
 
     model = load_model(model_dir)
-    vol, voxel, table, _ = _open_input(source, voxel_um)
+    vol, voxel, table, sample = _open_input(source, voxel_um)
     zoom = check_model(model, voxel_size_um=voxel, phase_table=table, allow_resample=allow_resample,
                        source=str(source))
     config = InferConfig(block=_ints(block, "--block"), precision=precision)
@@ -338,6 +351,46 @@ def segment(
     out.print(f"wrote {r.path}/phases ({r.blocks} blocks" + (f", {r.resumed_blocks} resumed" if r.resumed_blocks
                                                              else "") + (f", resampled x{zoom:.3f}" if zoom != 1
                                                                          else "") + ")")
+    if particles:
+        _particles(r.path, voxel, sample.config.sieve_um if sample else None, min_diameter_um, 0.7)
+
+
+def _particles(group: Path, voxel: float, sieve, min_diameter_um, neck_ratio) -> None:
+    from mineral3d.instances import InstanceConfig
+    from mineral3d.pipeline.particles import segment_particles
+
+    config = InstanceConfig.for_sample(voxel_size_um=voxel, sieve_um=sieve, min_diameter_um=min_diameter_um,
+                                       neck_ratio=neck_ratio)
+    with _progress() as p:
+        n = segment_particles(group, config, progress=_StageProgress(p))
+    out.print(f"wrote {group}/particles ({n} particles; markers {config.marker_radius:.1f} voxels, "
+              f"fragments < {config.min_voxels} voxels merged, neck ratio {config.neck_ratio:g})")
+
+
+@app.command()
+def particles(
+    segmentation: Path = typer.Argument(..., help="segmentation.zarr holding a phases array."),
+    sample: Optional[Path] = typer.Option(None, help="Sample folder: its sieve fraction sets the particle size."),
+    min_diameter_um: Optional[float] = typer.Option(None, help="Smallest particle diameter, µm [default: the "
+                                                               "sample's lower sieve bound, else 8 voxels]."),
+    neck_ratio: float = typer.Option(0.7, help="Regions meeting at a neck thicker than this share of their "
+                                               "inscribed radius are one particle."),
+) -> None:
+    """Separate individual particles (touching and non-convex ones) from the phase segmentation."""
+    import zarr
+
+    from mineral3d.io import open_sample
+
+    if not (segmentation / "phases" / "zarr.json").exists():
+        raise InputError(segmentation, "no phases array: run `mineral3d segment` first")
+    voxel = float(zarr.open_array(store=str(segmentation / "phases"), mode="r").attrs.get("voxel_size_um") or 0)
+    sieve = None
+    if sample is not None:
+        s = open_sample(sample)
+        voxel, sieve = s.voxel_size_um, s.config.sieve_um
+    if voxel <= 0:
+        raise InputError(segmentation / "phases", "no voxel size recorded: give --sample")
+    _particles(segmentation, voxel, sieve, min_diameter_um, neck_ratio)
 
 
 @app.command()
@@ -387,6 +440,104 @@ def validate(
         table.add_row(*row)
     out.print(table)
     out.print(f"wrote {out_dir}/validation.json")
+
+
+@app.command("config")
+def config_cmd(
+    defaults: bool = typer.Option(False, "--defaults", help="Print the default settings of `mineral3d run`."),
+    file: Optional[Path] = typer.Option(None, "--check", help="Validate a config file and print it in full."),
+) -> None:
+    """Print the settings of `mineral3d run` as JSON (edit and pass back with --config)."""
+    from mineral3d.pipeline.run import RunConfig, load_config
+
+    if not defaults and file is None:
+        raise InputError("config", "give --defaults or --check FILE")
+    cfg = RunConfig() if defaults else load_config(file)
+    print(json.dumps(cfg.to_dict(), indent=2))
+
+
+def _run(sample: Path, out_dir: Path, config_file, model, device, seed, iterations, stop_after=None) -> None:
+    import dataclasses
+
+    from mineral3d.pipeline.run import open_run, run as run_pipeline
+
+    from mineral3d.pipeline.run import load_config
+
+    cfg = load_config(config_file)
+    if device is not None:
+        cfg = dataclasses.replace(cfg, device=device)
+    if seed is not None:
+        cfg = dataclasses.replace(cfg, seed=seed)
+    if iterations is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, iterations=iterations))
+    from mineral3d.nn.runtime import resolve_device
+
+    resolve_device(cfg.device)
+    with _progress() as p:
+        ctx = open_run(sample, out_dir, config=cfg, model=model, progress=_StageProgress(p),
+                       log=lambda m: err.print(m))
+        timings = run_pipeline(ctx, stop_after=stop_after)
+    total = sum(t["seconds"] for t in timings.values())
+    out.print(f"done in {total:.0f} s; report: {out_dir / 'report.html'}")
+
+
+@app.command("run")
+def run_cmd(
+    sample: Path = typer.Argument(..., help="Sample folder (or its sample.toml)."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder (a rerun resumes and skips finished steps)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="JSON settings (see `mineral3d config "
+                                                                      "--defaults`)."),
+    model: Optional[Path] = typer.Option(None, help="Use this model instead of training one."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or auto (overrides the config)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (overrides the config)."),
+    iterations: Optional[int] = typer.Option(None, help="Training iterations (overrides the config)."),
+) -> None:
+    """Everything: register, train, segment phases and particles, measure, validate, report."""
+    _run(sample, out_dir, config_file, model, device, seed, iterations)
+
+
+@app.command("apply")
+def apply_cmd(
+    model: Path = typer.Argument(..., help="Model folder (from `mineral3d train` or a run's OUT/model)."),
+    sample: Path = typer.Argument(..., help="Sample folder; it needs no sections (another size fraction)."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="JSON settings."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or auto."),
+    allow_resample: bool = typer.Option(True, "--allow-resample/--no-resample",
+                                        help="Resample when the sample's voxel size differs from the model's."),
+) -> None:
+    """Segment, measure and report a sample with a trained model (no training)."""
+    import dataclasses
+
+    from mineral3d.pipeline.run import load_config
+
+    cfg = load_config(config_file)
+    cfg = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, allow_resample=allow_resample))
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(cfg.to_dict(), f)
+    try:
+        _run(sample, out_dir, Path(f.name), model, device, None, None)
+    finally:
+        Path(f.name).unlink(missing_ok=True)
+
+
+@app.command("report")
+def report_cmd(
+    out_dir: Path = typer.Argument(..., help="A run's output folder."),
+    sample: Path = typer.Option(..., help="The sample folder of that run."),
+) -> None:
+    """(Re)build OUT/report.html from a run's outputs."""
+    from mineral3d.io import atomic_file, open_sample
+    from mineral3d.report import build_report
+
+    if not (out_dir / "summary.json").exists():
+        raise InputError(out_dir / "summary.json", "file not found: run `mineral3d run` first")
+    html_text = build_report(out_dir, open_sample(sample))
+    with atomic_file(out_dir / "report.html") as tmp:
+        tmp.write_text(html_text, encoding="utf-8")
+    out.print(f"wrote {out_dir / 'report.html'}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -118,3 +118,49 @@ def _box_transform(transform: PlaneTransform, vox, shape) -> PlaneTransform:
     zyx = np.unravel_index(vox.index, shape)
     lo = [max(0, int(a.min()) - 1) for a in zyx]
     return transform.shifted([-v for v in lo])
+
+
+def instance_scores(predicted: np.ndarray, truth: np.ndarray, *, min_voxels: int = 0, cover: float = 0.2) -> dict:
+    """Instance segmentation scores of particle labels against true labels.
+
+    A predicted and a true particle *match* when their IoU exceeds 0.5 (such matches are
+    one-to-one). A true particle is *split* (over-segmented) when two or more predicted
+    particles each cover at least ``cover`` of it; a predicted particle is a *merge*
+    (under-segmentation) when it covers at least ``cover`` of each of two or more true
+    particles. Particles smaller than ``min_voxels`` (e.g. slivers cut by the volume
+    border) are left out on both sides.
+
+    Returns
+    -------
+    dict: ``f1``, ``precision``, ``recall``, ``mean_iou_matched``, ``split_fraction`` and
+    ``merge_fraction`` (both per true particle), and the counts.
+    """
+    p = np.asarray(predicted).reshape(-1).astype(np.int64)
+    t = np.asarray(truth).reshape(-1).astype(np.int64)
+    np_, nt = int(p.max()) + 1, int(t.max()) + 1
+    size_p = np.bincount(p, minlength=np_)
+    size_t = np.bincount(t, minlength=nt)
+    both = (p > 0) & (t > 0)
+    pair, inter = np.unique(p[both] * nt + t[both], return_counts=True)
+    pp, tt = pair // nt, pair % nt
+    keep_p = np.flatnonzero(size_p >= max(1, min_voxels))
+    keep_p = keep_p[keep_p > 0]
+    keep_t = np.flatnonzero(size_t >= max(1, min_voxels))
+    keep_t = keep_t[keep_t > 0]
+    ok = np.isin(pp, keep_p) & np.isin(tt, keep_t)
+    pp, tt, inter = pp[ok], tt[ok], inter[ok]
+    iou = inter / (size_p[pp] + size_t[tt] - inter)
+    m = iou > 0.5
+    n_match = int(m.sum())
+    n_pred, n_true = keep_p.size, keep_t.size
+    big_of_t = inter >= cover * size_t[tt]
+    big_of_p = inter >= cover * size_p[pp]
+    split = np.bincount(tt[big_of_t], minlength=nt) >= 2
+    merged = np.bincount(pp[big_of_p], minlength=np_) >= 2
+    return {"f1": 2 * n_match / (n_pred + n_true) if n_pred + n_true else None,
+            "precision": n_match / n_pred if n_pred else None, "recall": n_match / n_true if n_true else None,
+            "mean_iou_matched": float(iou[m].mean()) if n_match else None,
+            "split_fraction": float(split.sum() / n_true) if n_true else None,
+            "merge_fraction": float(merged.sum() / n_true) if n_true else None,
+            "matched": n_match, "predicted": int(n_pred), "true": int(n_true),
+            "split": int(split.sum()), "merges": int(merged.sum())}

@@ -17,6 +17,8 @@ Amounts are volumes (areas): multiply by phase densities for mass-based figures.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,6 +177,8 @@ def bootstrap_bias(pop3d: Population, pop2d: Population, *, thresholds=THRESHOLD
         return tgt, lib
 
     def draws(n_units):
+        if n_units == 0:  # nothing to resample (e.g. no particles): every statistic is undefined
+            return np.zeros((n_boot, 0))
         return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(np.float64)
 
     def boot(pop, units, weights):
@@ -191,8 +195,14 @@ def bootstrap_bias(pop3d: Population, pop2d: Population, *, thresholds=THRESHOLD
         b3, b2 = boot(pop3d, u3, draws(len(u3))), boot(pop2d, u2, draws(len(u2)))
     diff = b2 - b3
     l3, l2 = cumulative_liberation(pop3d, t, basis), cumulative_liberation(pop2d, t, basis)
-    lo, hi = np.nanpercentile(diff, [2.5, 97.5], axis=0)
-    return {f"{ti:g}": {"L3D": float(a), "L2D": float(b), "bias": float(b - a), "ci95": [float(x), float(y)]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no target to liberate
+        lo, hi = np.nanpercentile(diff, [2.5, 97.5], axis=0)
+
+    def num(v):
+        return float(v) if np.isfinite(v) else None
+
+    return {f"{ti:g}": {"L3D": num(a), "L2D": num(b), "bias": num(b - a), "ci95": [num(x), num(y)]}
             for ti, a, b, x, y in zip(t, l3, l2, lo, hi)}
 
 

@@ -45,6 +45,8 @@ class Model:
         The torch state dict.
     info : dict
         Training settings and record, baseline parameters, anything else JSON-able.
+    class_bias : list of float, optional
+        Log-probability offsets of the material classes (:mod:`mineral3d.calibrate`).
     """
 
     network: NetworkConfig
@@ -55,6 +57,7 @@ class Model:
     phase_table: PhaseTable | None = None
     state: dict = field(default_factory=dict, repr=False)
     info: dict = field(default_factory=dict)
+    class_bias: list[float] | None = None
 
     def build(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         """The network with its weights, in eval mode, on ``device``."""
@@ -70,7 +73,7 @@ class Model:
                 "phase_table": None if self.phase_table is None else {
                     "csv": self.phase_table.to_csv_text(),
                     "target": self.phase_table.target},
-                "info": self.info}
+                "class_bias": self.class_bias, "info": self.info}
 
 
 def save_model(path: str | os.PathLike, model: Model, *, overwrite: bool = True) -> Path:
@@ -108,11 +111,14 @@ def load_model(path: str | os.PathLike) -> Model:
             table = PhaseTable.from_text(pt["csv"], target=pt.get("target"), source=str(meta_path))
         model = Model(network=network, classes=[int(c) for c in meta["classes"]],
                       voxel_size_um=float(meta["voxel_size_um"]), levels=levels, task=str(meta.get("task", "phases")),
-                      phase_table=table, info=meta.get("info", {}))
+                      phase_table=table, info=meta.get("info", {}),
+                      class_bias=None if meta.get("class_bias") is None else [float(b) for b in meta["class_bias"]])
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(meta_path, f"malformed model description ({type(exc).__name__}: {exc})") from None
     if len(model.classes) != network.out_channels:
         raise InputError(meta_path, f"{len(model.classes)} classes for {network.out_channels} output channels")
+    if model.class_bias is not None and len(model.class_bias) != len(model.classes):
+        raise InputError(meta_path, f"class_bias has {len(model.class_bias)} values for {len(model.classes)} classes")
     try:
         model.state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file

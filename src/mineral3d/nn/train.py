@@ -44,7 +44,7 @@ class TrainConfig:
     Attributes
     ----------
     iterations : int
-        Optimiser steps. The default (1500 at batch 2 of 32x96x96 voxels) takes ~10 min on
+        Optimiser steps. The default (1200 at batch 2 of 32x96x96 voxels) takes ~11 min on
         2 CPU cores with the default network.
     batch_size : int
     patch : (3,) tuple of int
@@ -70,7 +70,7 @@ class TrainConfig:
         ``auto`` (bf16 autocast where native), ``fp32`` or ``bf16``.
     """
 
-    iterations: int = 1500
+    iterations: int = 1200
     batch_size: int = 2
     patch: tuple[int, int, int] = (32, 96, 96)
     learning_rate: float = 3e-3

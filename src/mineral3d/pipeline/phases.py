@@ -20,6 +20,7 @@ import numpy as np
 import zarr
 
 from mineral3d.baseline import GreyClassifier
+from mineral3d.calibrate import classify
 from mineral3d.errors import InputError
 from mineral3d.intensity import GreyLevels
 from mineral3d.io.atomic import write_json
@@ -62,6 +63,43 @@ def section_labels(sample: Sample, registration: str | os.PathLike, *, role: str
     return labels, names
 
 
+def section_area_fractions(sample: Sample, registration: str | os.PathLike, names: list[str],
+                           classes: list[int]) -> np.ndarray:
+    """Share of each class among the classified map pixels that fall inside the CT (Delesse)."""
+    shape = np.array(sample.ct().shape)
+    counts = np.zeros(len(classes))
+    lut = np.full(256, -1, np.int64)
+    lut[classes] = np.arange(len(classes))
+    for n in names:
+        ids = sample.section_map(n)
+        zyx = registered_transform(registration, n).grid(ids.shape).reshape(3, -1)
+        inside = np.all((zyx >= -0.5) & (zyx < shape[:, None] - 0.5), axis=0)
+        c = lut[ids.reshape(-1)[inside]]
+        counts += np.bincount(c[c >= 0], minlength=len(classes))
+    return counts / max(counts.sum(), 1)
+
+
+def _calibrate(model: Model, ct: np.ndarray, area_fractions: np.ndarray, device, *, seed: int,
+               max_blocks: int = 8, per_block: int = 250_000) -> list[float]:
+    """Class offsets that give the sections' material fractions on the training volume."""
+    from mineral3d.calibrate import fit_class_bias
+    from mineral3d.nn.infer import blocks
+
+    config = InferConfig()
+    n = len(list(blocks(ct.shape, config.block)))
+    keep = set(np.unique(np.linspace(0, n - 1, min(n, max_blocks)).round().astype(int)).tolist())
+    rng = np.random.default_rng(seed)
+    net = model.build(device)
+    samples = []
+    for _, _, prob in predict_blocks(ct, model.levels.normalise, net, config=config, device=device,
+                                     skip=lambda b: b not in keep):
+        flat = prob.reshape(prob.shape[0], -1)
+        take = rng.choice(flat.shape[1], min(per_block, flat.shape[1]), replace=False)
+        samples.append(flat[:, np.sort(take)].T)
+    background = model.classes.index(0) if 0 in model.classes else 0
+    return fit_class_bias(np.concatenate(samples), area_fractions, background=background).tolist()
+
+
 def material_classes(table: PhaseTable) -> list[int]:
     """Output classes of a phase model: every phase id but 'unclassified' (255)."""
     return [int(i) for i in table.ids if i != UNCLASSIFIED]
@@ -70,8 +108,14 @@ def material_classes(table: PhaseTable) -> list[int]:
 def train_phase_model(ct: np.ndarray, labels: SparseLabels, *, voxel_size_um: float, phase_table: PhaseTable,
                       network: NetworkConfig | None = None, config: TrainConfig = TrainConfig(),
                       device: str = "auto", checkpoint: str | os.PathLike | None = None,
-                      progress: Callable[[int, int, float], None] | None = None, info: dict | None = None) -> Model:
-    """Train a phase model on ``labels`` of ``ct``; also fits the grey-value baseline on them."""
+                      progress: Callable[[int, int, float], None] | None = None, info: dict | None = None,
+                      area_fractions: np.ndarray | None = None) -> Model:
+    """Train a phase model on ``labels`` of ``ct``; also fits the grey-value baseline on them.
+
+    With ``area_fractions`` (per class, from :func:`section_area_fractions`), the model's
+    material-phase offsets are calibrated so that its modal mineralogy on ``ct`` matches
+    them (:mod:`mineral3d.calibrate`).
+    """
     classes = material_classes(phase_table)
     lut = np.full(256, -1, np.int64)
     lut[classes] = np.arange(len(classes))
@@ -92,8 +136,12 @@ def train_phase_model(ct: np.ndarray, labels: SparseLabels, *, voxel_size_um: fl
         "voxels": len(labels), "per_phase": {phase_table.name_of(k): v for k, v in labels.counts().items()}},
         "baseline": baseline.to_dict(), "device": str(dev)}
     record.update(info or {})
-    return Model(network=network, classes=classes, voxel_size_um=voxel_size_um, levels=levels, task="phases",
-                 phase_table=phase_table, state=result.state, info=record)
+    model = Model(network=network, classes=classes, voxel_size_um=voxel_size_um, levels=levels, task="phases",
+                  phase_table=phase_table, state=result.state, info=record)
+    if area_fractions is not None:
+        model.class_bias = _calibrate(model, ct, np.asarray(area_fractions, float), dev, seed=config.seed)
+        record["section_area_fractions"] = {phase_table.name_of(c): float(f) for c, f in zip(classes, area_fractions)}
+    return model
 
 
 # --- applying a model -----------------------------------------------------------------------
@@ -199,9 +247,11 @@ def segment_phases(volume, *, voxel_size_um: float, model: Model, out: str | os.
     net = model.build(dev)
     if progress is not None:
         progress(len(done), n_blocks)
+    background = model.classes.index(0) if 0 in model.classes else 0
+    bias = None if model.class_bias is None else np.asarray(model.class_bias)
     for number, sl, prob in predict_blocks(volume, levels.normalise, net, config=config, device=dev, zoom=zoom,
                                            skip=lambda n: n in done):
-        phases[sl] = classes[np.argmax(prob, axis=0)]
+        phases[sl] = classes[classify(prob, bias, background=background)]
         if probs is not None:
             probs[(slice(None), *sl)] = np.rint(np.clip(prob, 0, 1) * 255).astype(np.uint8)
         done.add(number)

@@ -1,0 +1,333 @@
+"""Individual particles from a foreground mask: touching and non-convex ones included.
+
+The foreground is every non-resin voxel of the phase segmentation, so particles and
+phases agree by construction (a voxel belongs to a particle exactly when its phase is
+not resin). The phase CNN learned that foreground from the registered maps, gaps between
+touching particles included: where a map shows resin between two particles, the voxels
+it labels there are resin, so narrow gaps that the CT blur fills with grey are learned
+as gaps.
+
+Particles are separated per **cluster** (a 6-connected component of the foreground),
+in the cluster's bounding box:
+
+1. Euclidean distance to the background (``edt``; the volume border is not background:
+   a particle cut by the border continues beyond it).
+2. Markers: voxels that are the maximum of the distance within a cube of half-edge
+   ``marker_radius`` voxels (default half the smallest sieve radius), grouped 26-connected.
+3. Seeded watershed of the negated distance (scikit-image) inside the cluster.
+4. Merging: two regions sharing a face are one particle when the largest distance on
+   their shared face (the neck radius) is at least ``neck_ratio`` times the smaller of
+   their largest distances (their inscribed radii). Two convex particles pressed
+   together meet at a narrow neck; the arms of one non-convex particle (an L, a bent
+   plate) meet at a neck as thick as the arms. Regions smaller than ``min_voxels`` merge
+   into the neighbour they share most faces with.
+
+Because each cluster is processed alone, from its own voxels, the result does not
+depend on how the volume is split into chunks: :func:`particle_labels_chunked` finds
+clusters across chunk faces (union-find on the labels facing each other, as Cellpose's
+``distributed_eval`` does), then separates each cluster exactly as :func:`particle_labels`
+does in memory. Ids are numbered in C order of each particle's first voxel in both.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable
+
+import cc3d
+import edt
+import numpy as np
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
+from skimage.segmentation import watershed
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """Particle separation settings, in voxels (derive them with :meth:`for_sample`).
+
+    Attributes
+    ----------
+    marker_radius : float
+        Half-edge of the cube in which a distance maximum must be highest to seed a
+        particle, voxels.
+    neck_ratio : float
+        Merge two regions when neck radius >= ``neck_ratio`` x the smaller inscribed radius.
+    min_voxels : int
+        Watershed regions smaller than this merge into a neighbour (isolated small
+        clusters are kept: every foreground voxel belongs to a particle).
+    """
+
+    marker_radius: float = 4.0
+    neck_ratio: float = 0.7
+    min_voxels: int = 64
+
+    @classmethod
+    def for_sample(cls, *, voxel_size_um: float, sieve_um: tuple[float, float] | None = None,
+                   min_diameter_um: float | None = None, neck_ratio: float = 0.7) -> InstanceConfig:
+        """Settings from the voxel size and the smallest expected particle diameter.
+
+        ``min_diameter_um`` defaults to the lower sieve bound; without either it is
+        taken as 8 voxels. Markers must dominate a cube of half-edge a quarter of that
+        diameter; regions below the volume of a sphere of a third of it are fragments.
+        """
+        d_um = min_diameter_um or (sieve_um[0] if sieve_um else 8 * voxel_size_um)
+        d = d_um / voxel_size_um
+        return cls(marker_radius=max(1.0, d / 4), neck_ratio=neck_ratio,
+                   min_voxels=max(8, int(np.pi / 6 * (d / 3) ** 3)))
+
+
+# --- one cluster -----------------------------------------------------------------------------
+
+def _face_pairs(labels: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Region pairs (a < b) sharing faces, with face count and the largest distance on the face."""
+    a_all, b_all, d_all = [], [], []
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        la, lb = labels[tuple(lo)], labels[tuple(hi)]
+        m = (la != lb) & (la > 0) & (lb > 0)
+        if not m.any():
+            continue
+        a, b = la[m], lb[m]
+        d = np.minimum(dist[tuple(lo)][m], dist[tuple(hi)][m])
+        a_all.append(np.minimum(a, b))
+        b_all.append(np.maximum(a, b))
+        d_all.append(d)
+    if not a_all:
+        e = np.zeros(0, np.int64)
+        return np.zeros((0, 2), np.int64), e, np.zeros(0, np.float32)
+    a, b, d = (np.concatenate(x) for x in (a_all, b_all, d_all))
+    key = a.astype(np.int64) * (int(labels.max()) + 1) + b
+    uniq, inv, count = np.unique(key, return_inverse=True, return_counts=True)
+    saddle = np.full(uniq.size, -np.inf, np.float32)
+    np.maximum.at(saddle, inv, d.astype(np.float32))
+    n1 = int(labels.max()) + 1
+    return np.stack([uniq // n1, uniq % n1], axis=1), count, saddle
+
+
+def _relabel_c_order(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Renumber regions 1..n in C order of their first voxel."""
+    flat = labels.reshape(-1)
+    idx = np.flatnonzero(flat)
+    if idx.size == 0:
+        return labels.astype(np.uint32), 0
+    vals = flat[idx]
+    uniq, first = np.unique(vals, return_index=True)
+    order = np.argsort(first)
+    lut = np.zeros(int(uniq.max()) + 1, np.uint32)
+    lut[uniq[order]] = np.arange(1, uniq.size + 1, dtype=np.uint32)
+    return lut[labels], int(uniq.size)
+
+
+def separate_cluster(mask: np.ndarray, config: InstanceConfig) -> tuple[np.ndarray, int]:
+    """Split one cluster (a boolean crop) into particles.
+
+    Parameters
+    ----------
+    mask : (z, y, x) bool ndarray
+        The cluster's voxels in a crop padded by one background voxel wherever the crop
+        does not touch the volume border.
+    config : InstanceConfig
+
+    Returns
+    -------
+    labels : (z, y, x) uint32 ndarray
+        0 outside the cluster, 1..n in C order of each particle's first voxel.
+    n : int
+    """
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    nvox = int(mask.sum())
+    if nvox == 0:
+        return np.zeros(mask.shape, np.uint32), 0
+    if nvox < 2 * config.min_voxels:
+        return mask.astype(np.uint32), 1
+    dist = edt.edt(mask, black_border=False, parallel=1).astype(np.float32)
+    r = max(1, int(round(config.marker_radius)))
+    peaks = mask & (dist >= 1) & (dist == ndimage.maximum_filter(dist, size=2 * r + 1, mode="nearest"))
+    markers = cc3d.connected_components(peaks, connectivity=26)
+    if markers.max() <= 1:
+        return mask.astype(np.uint32), 1
+    ws = watershed(-dist, markers, mask=mask).astype(np.int64)
+    n = int(ws.max())
+    peak = ndimage.maximum(dist, ws, index=np.arange(1, n + 1)).astype(np.float32)
+    size = np.bincount(ws.reshape(-1), minlength=n + 1)[1:]
+    pairs, faces, saddle = _face_pairs(ws, dist)
+    if len(pairs):
+        weaker = np.minimum(peak[pairs[:, 0] - 1], peak[pairs[:, 1] - 1])
+        join = saddle >= config.neck_ratio * weaker
+        g = sparse.coo_matrix((np.ones(int(join.sum())), (pairs[join, 0] - 1, pairs[join, 1] - 1)), shape=(n, n))
+        _, comp = csgraph.connected_components(g, directed=False)
+        ws = np.concatenate([[0], comp + 1])[ws]
+        # small fragments join the neighbour they share most faces with (repeat while any joins)
+        for _ in range(8):
+            n = int(ws.max())
+            size = np.bincount(ws.reshape(-1), minlength=n + 1)
+            pairs, faces, _ = _face_pairs(ws, dist)
+            if not len(pairs):
+                break
+            small = size < config.min_voxels
+            cand_a = small[pairs[:, 0]]
+            cand_b = small[pairs[:, 1]]
+            src = np.concatenate([pairs[cand_a, 0], pairs[cand_b, 1]])
+            dst = np.concatenate([pairs[cand_a, 1], pairs[cand_b, 0]])
+            w = np.concatenate([faces[cand_a], faces[cand_b]])
+            if src.size == 0:
+                break
+            order = np.lexsort((dst, -w, src))
+            src, dst = src[order], dst[order]
+            first = np.r_[True, src[1:] != src[:-1]]
+            src, dst = src[first], dst[first]
+            lut = np.arange(n + 1)
+            lut[src] = dst
+            for _ in range(src.size):  # follow chains (a->b->c) to their end
+                nxt = lut[lut]
+                if np.array_equal(nxt, lut):
+                    break
+                lut = nxt
+            ws = lut[ws]
+    return _relabel_c_order(ws)
+
+
+# --- whole volumes -----------------------------------------------------------------------------
+
+def _padded_box(bbox: tuple[slice, ...], shape) -> tuple[slice, ...]:
+    return tuple(slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(bbox, shape))
+
+
+def particle_labels(foreground: np.ndarray, config: InstanceConfig, *,
+                    progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Particle ids (uint32, 0 = background) of a boolean foreground volume, in memory."""
+    fg = np.ascontiguousarray(foreground, dtype=bool)
+    comp = cc3d.connected_components(fg, connectivity=6)
+    n = int(comp.max())
+    out = np.zeros(fg.shape, np.uint32)
+    if n == 0:
+        return out
+    boxes = ndimage.find_objects(comp)
+    order = _first_voxel_order(comp, n)
+    next_id = 1
+    for i, c in enumerate(order):
+        box = _padded_box(boxes[c - 1], fg.shape)
+        lab, k = separate_cluster(comp[box] == c, config)
+        sel = lab > 0
+        out[box][sel] = lab[sel] + (next_id - 1)
+        next_id += k
+        if progress is not None and (i % 64 == 0 or i == n - 1):
+            progress(i + 1, n)
+    return out
+
+
+def _first_voxel_order(comp: np.ndarray, n: int) -> np.ndarray:
+    flat = comp.reshape(-1)
+    idx = np.flatnonzero(flat)
+    _, first = np.unique(flat[idx], return_index=True)
+    return np.argsort(first) + 1  # labels are 1..n
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.a: list[np.ndarray] = []
+        self.b: list[np.ndarray] = []
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        self.a.append(a)
+        self.b.append(b)
+
+    def components(self, n: int) -> np.ndarray:
+        a = np.concatenate(self.a) if self.a else np.zeros(0, np.int64)
+        b = np.concatenate(self.b) if self.b else np.zeros(0, np.int64)
+        g = sparse.coo_matrix((np.ones(a.size), (a, b)), shape=(n, n))
+        return csgraph.connected_components(g, directed=False)[1]
+
+
+def particle_labels_chunked(foreground, out, config: InstanceConfig, *, chunks=(128, 128, 128),
+                            scratch=None, progress: Callable[[str, int, int], None] | None = None) -> int:
+    """Particle ids of a foreground too big for memory, written into ``out``.
+
+    Parameters
+    ----------
+    foreground : (Z, Y, X) array-like
+        Sliceable (Zarr, memmap, ndarray); nonzero = particle.
+    out : (Z, Y, X) array-like, writable, uint32
+        Receives the ids (e.g. a Zarr array); must be zero-initialised.
+    config : InstanceConfig
+    chunks : (3,) tuple of int
+        Block shape for the cluster search.
+    scratch : (Z, Y, X) writable int64/uint64 array-like, optional
+        Space for provisional cluster labels (an in-memory array by default; pass a Zarr
+        array for volumes that do not fit).
+
+    Returns
+    -------
+    int : number of particles. Equal, voxel for voxel, to :func:`particle_labels`.
+    """
+    shape = tuple(int(s) for s in foreground.shape)
+    if scratch is None:
+        scratch = np.zeros(shape, np.int64)
+    blocks = [tuple(slice(a, min(a + c, s)) for a, c, s in zip(start, chunks, shape))
+              for start in itertools.product(*(range(0, s, c) for s, c in zip(shape, chunks)))]
+    # 1. provisional labels per block, globally unique; first voxel and box of each
+    offset = 0
+    firsts, lo_all, hi_all = [], [], []
+    for i, sl in enumerate(blocks):
+        fg = np.asarray(foreground[sl]) != 0
+        lab = cc3d.connected_components(fg, connectivity=6).astype(np.int64)
+        k = int(lab.max())
+        if k:
+            flat = lab.reshape(-1)
+            idx = np.flatnonzero(flat)
+            _, first = np.unique(flat[idx], return_index=True)
+            local = np.stack(np.unravel_index(idx[first], lab.shape), axis=1) + [s.start for s in sl]
+            firsts.append(np.ravel_multi_index(tuple(local.T), shape))
+            boxes = ndimage.find_objects(lab)
+            lo_all.append(np.array([[b.start + s.start for b, s in zip(bx, sl)] for bx in boxes]))
+            hi_all.append(np.array([[b.stop + s.start for b, s in zip(bx, sl)] for bx in boxes]))
+            lab[lab > 0] += offset
+        scratch[sl] = lab
+        offset += k
+        if progress is not None:
+            progress("finding clusters", i + 1, len(blocks))
+    if offset == 0:
+        return 0
+    first = np.concatenate(firsts)
+    lo, hi = np.concatenate(lo_all), np.concatenate(hi_all)
+    # 2. union of labels facing each other across block faces
+    uf = _UnionFind()
+    for axis in range(3):
+        for cut in range(chunks[axis], shape[axis], chunks[axis]):
+            a_sl = [slice(None)] * 3
+            b_sl = [slice(None)] * 3
+            a_sl[axis], b_sl[axis] = slice(cut - 1, cut), slice(cut, cut + 1)
+            a = np.asarray(scratch[tuple(a_sl)]).reshape(-1)
+            b = np.asarray(scratch[tuple(b_sl)]).reshape(-1)
+            m = (a > 0) & (b > 0)
+            if m.any():
+                uf.add(a[m] - 1, b[m] - 1)
+    comp = uf.components(offset)
+    n = int(comp.max()) + 1
+    # 3. clusters: their first voxel and box; processed in C order of first voxel
+    cfirst = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(cfirst, comp, first)
+    clo = np.full((n, 3), np.iinfo(np.int64).max)
+    chi = np.zeros((n, 3), np.int64)
+    for d in range(3):
+        np.minimum.at(clo[:, d], comp, lo[:, d])
+        np.maximum.at(chi[:, d], comp, hi[:, d])
+    lut = np.concatenate([[-1], comp])  # provisional label -> cluster
+    next_id = 1
+    for j, c in enumerate(np.argsort(cfirst)):
+        box = _padded_box(tuple(slice(int(a), int(b)) for a, b in zip(clo[c], chi[c])), shape)
+        mask = lut[np.asarray(scratch[box])] == c
+        lab, k = separate_cluster(mask, config)
+        if k:
+            cur = np.asarray(out[box])
+            sel = lab > 0
+            cur[sel] = lab[sel] + (next_id - 1)
+            out[box] = cur
+        next_id += k
+        if progress is not None and (j % 64 == 0 or j == n - 1):
+            progress("separating particles", j + 1, n)
+    return next_id - 1

@@ -1,0 +1,216 @@
+"""`mineral3d run`: register -> train -> segment -> particles -> measure -> validate -> report.
+
+Each step writes its outputs atomically and then a record ``OUT/.steps/<step>.json``
+holding a key: a hash of the step's settings, the keys of the steps it depends on and
+the fingerprints (size, modification time) of the input files it reads. A rerun skips a
+step whose record holds the same key and whose outputs exist; an interrupted step is
+redone (training resumes from its checkpoint, segmentation from its last finished block).
+Timings go to ``OUT/run.json``; ``summary.json`` holds only results, so an interrupted
+and resumed run writes the same ``summary.json`` as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mineral3d.errors import InputError
+from mineral3d.io.atomic import write_json
+from mineral3d.io.sample import Sample, open_sample
+
+
+@dataclass(frozen=True)
+class RegisterSettings:
+    orientation: str = "near-z"
+    min_score: float = 0.75
+    min_ratio: float = 2.0
+    min_anchors: int = 3
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    iterations: int = 1200
+    features: tuple[int, ...] = (8, 8, 16, 32, 64, 8)
+    calibrate: bool = True
+    precision: str = "auto"
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    block: tuple[int, int, int] = (128, 256, 256)
+    precision: str = "auto"
+    allow_resample: bool = False
+
+
+@dataclass(frozen=True)
+class ParticleSettings:
+    min_diameter_um: float | None = None
+    neck_ratio: float = 0.7
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    section_step: int | None = None
+    size_edges_um: tuple[float, ...] | None = None
+    n_boot: int = 1000
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of ``mineral3d run`` (print them with ``mineral3d config --defaults``)."""
+
+    seed: int = 0
+    device: str = "auto"
+    register: RegisterSettings = field(default_factory=RegisterSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    segment: SegmentSettings = field(default_factory=SegmentSettings)
+    particles: ParticleSettings = field(default_factory=ParticleSettings)
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "config") -> RunConfig:
+        """Validate ``data`` (a nested dict, as written by :meth:`to_dict`); unknown keys are errors."""
+        if not isinstance(data, dict):
+            raise InputError(source, "the config must be a JSON object")
+        kw = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            v = data[f.name]
+            if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+                kw[f.name] = _section(f.default_factory, v, f"{source}: {f.name}")
+            else:
+                kw[f.name] = _value(f.name, v, getattr(cls(), f.name), source)
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise InputError(source, f"unknown setting(s) {', '.join(sorted(unknown))}")
+        return cls(**kw)
+
+
+def _value(name: str, v, default, source: str):
+    if default is None or v is None:
+        return tuple(v) if isinstance(v, list) else v
+    if isinstance(default, bool):
+        if not isinstance(v, bool):
+            raise InputError(source, f"{name} must be true or false, got {v!r}")
+        return v
+    if isinstance(default, tuple):
+        if not isinstance(v, list) or len(v) != len(default):
+            raise InputError(source, f"{name} must be a list of {len(default)} numbers, got {v!r}")
+        return tuple(v)
+    if isinstance(default, (int, float)) and not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise InputError(source, f"{name} must be a number, got {v!r}")
+    if isinstance(default, str) and not isinstance(v, str):
+        raise InputError(source, f"{name} must be a string, got {v!r}")
+    return type(default)(v)
+
+
+def _section(cls, data, source: str):
+    if not isinstance(data, dict):
+        raise InputError(source, "must be an object")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise InputError(source, f"unknown setting(s) {', '.join(sorted(unknown))}")
+    base = cls()
+    return cls(**{k: _value(k, v, getattr(base, k), source) for k, v in data.items()})
+
+
+def load_config(path: str | os.PathLike | None) -> RunConfig:
+    """Defaults, overridden by a JSON file (same layout as ``mineral3d config --defaults``)."""
+    if path is None:
+        return RunConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "file not found")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(p, f"not valid JSON ({exc})") from None
+    return RunConfig.from_dict(data, source=str(p))
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+def _fingerprint(paths) -> list:
+    out = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(_fingerprint(sorted(x for x in p.rglob("*") if x.is_file() and ".partial" not in str(x))))
+        elif p.exists():
+            st = p.stat()
+            out.append([str(p), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+@dataclass
+class RunContext:
+    sample: Sample
+    out: Path
+    config: RunConfig
+    model_dir: Path | None = None
+    progress: Callable[[str, int, int], None] | None = None
+    log: Callable[[str], None] = print
+    keys: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+
+STEPS = ("register", "train", "segment", "particles", "measure", "validate", "report")
+
+
+def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
+    """Run every step (skipping those already done with the same inputs); returns the timings."""
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    write_json(ctx.out / "config.json", ctx.config.to_dict())
+    from mineral3d.pipeline import run_steps
+
+    for name in STEPS:
+        fn = getattr(run_steps, f"step_{name}")
+        deps, settings, inputs, outputs = run_steps.SPEC[name](ctx)
+        key = _key(name, settings, [ctx.keys.get(d) for d in deps], _fingerprint(inputs))
+        record = ctx.out / ".steps" / f"{name}.json"
+        done = False
+        if record.is_file() and all(Path(o).exists() for o in outputs):
+            try:
+                done = json.loads(record.read_text()).get("key") == key
+            except ValueError:
+                done = False
+        if done:
+            ctx.log(f"{name}: up to date")
+            ctx.timings[name] = {"seconds": 0.0, "skipped": True}
+        else:
+            record.unlink(missing_ok=True)
+            t = time.perf_counter()
+            fn(ctx)
+            dt = time.perf_counter() - t
+            write_json(record, {"key": key, "seconds": round(dt, 2)})
+            ctx.timings[name] = {"seconds": round(dt, 2), "skipped": False}
+            ctx.log(f"{name}: done in {dt:.1f} s")
+        ctx.keys[name] = key
+        if stop_after == name:
+            break
+    write_json(ctx.out / "run.json", {"timings": ctx.timings, "keys": ctx.keys})
+    return ctx.timings
+
+
+def open_run(sample: str | os.PathLike, out: str | os.PathLike, *, config: RunConfig,
+             model: str | os.PathLike | None = None, **kw) -> RunContext:
+    s = open_sample(sample)
+    s.validate()
+    return RunContext(sample=s, out=Path(out), config=config, model_dir=None if model is None else Path(model), **kw)
+
+

@@ -1,0 +1,198 @@
+"""The steps of `mineral3d run`: what each reads, its settings, and what it writes.
+
+``SPEC[step](ctx)`` returns ``(depends_on, settings, input_paths, output_paths)``, from
+which :func:`mineral3d.pipeline.run.run` decides whether the step must run. Input paths
+are files from outside the run folder (the sample, an external model); what earlier
+steps wrote is covered by their keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from mineral3d.errors import InputError
+from mineral3d.io.atomic import atomic_dir, atomic_file, write_json
+from mineral3d.io.transforms import write_transform
+
+
+def _sample_files(ctx) -> list[Path]:
+    s = ctx.sample
+    paths = [s.root / "sample.toml", s.config.ct, s.config.phases]
+    for c in s.config.sections:
+        paths += [c.map] + ([c.bse] if c.bse else [])
+    return paths
+
+
+def _reg(ctx) -> Path:
+    return ctx.out / "registration"
+
+
+def _model(ctx) -> Path:
+    return ctx.model_dir if ctx.model_dir is not None else ctx.out / "model"
+
+
+def _seg(ctx) -> Path:
+    return ctx.out / "segmentation.zarr"
+
+
+SPEC = {
+    "register": lambda ctx: ([], asdict(ctx.config.register), _sample_files(ctx), [_reg(ctx) / "registration.json"]),
+    "train": lambda ctx: (["register"] if ctx.model_dir is None else [],
+                          [asdict(ctx.config.train), ctx.config.seed, str(ctx.model_dir)],
+                          _sample_files(ctx) if ctx.model_dir is None else [ctx.model_dir],
+                          [_model(ctx) / "model.json"]),
+    "segment": lambda ctx: (["train"], [asdict(ctx.config.segment), ctx.config.device],
+                            [ctx.sample.config.ct] + ([ctx.model_dir] if ctx.model_dir else []),
+                            [_seg(ctx) / "phases" / "zarr.json"]),
+    "particles": lambda ctx: (["segment"], asdict(ctx.config.particles), [ctx.sample.root / "sample.toml"],
+                              [_seg(ctx) / "particles" / "zarr.json"]),
+    "measure": lambda ctx: (["particles"], [asdict(ctx.config.measure), ctx.config.seed], _sample_files(ctx),
+                            [ctx.out / "summary.json"]),
+    "validate": lambda ctx: (["segment", "register"], [], _sample_files(ctx), [ctx.out / "validation.json"]),
+    "report": lambda ctx: (["measure", "validate"], [], [], [ctx.out / "report.html"]),
+}
+
+
+def step_register(ctx) -> None:
+    from mineral3d.figures import registration_overlay
+    from mineral3d.plane import sample_plane
+    from mineral3d.register import RegisterConfig, RegistrationError, ct_indicator, register_section
+
+    s, cfg = ctx.sample, ctx.config.register
+    config = RegisterConfig.for_orientation(cfg.orientation, min_score=cfg.min_score, min_ratio=cfg.min_ratio,
+                                            min_anchors=cfg.min_anchors)
+    ct = s.ct()
+    ind = ct_indicator(ct)
+    record = {"sections": {}}
+    with atomic_dir(_reg(ctx), overwrite=True) as tmp:
+        for i, c in enumerate(s.config.sections):
+            if ctx.progress:
+                ctx.progress("registering sections", i, len(s.config.sections))
+            ids = s.section_map(c.name)
+            try:
+                r = register_section(ct, ids, scale=s.nominal_scale(c.name), config=config, indicator=ind)
+            except RegistrationError as exc:
+                record["sections"][c.name] = {"role": c.role, "registered": False, "reason": str(exc)}
+                ctx.log(f"  {c.name}: not registered: {exc}")
+                continue
+            write_transform(tmp / f"{c.name}.json", c.name, r.transform, **r.record())
+            img = registration_overlay(sample_plane(ct, r.transform, ids.shape), ids, s.phase_table)
+            import matplotlib.image
+
+            matplotlib.image.imsave(tmp / f"{c.name}_overlay.png", img, format="png")
+            record["sections"][c.name] = {"role": c.role, "registered": True, "score": r.score,
+                                          "runner_up": r.runner_up, "tilt_deg": r.transform.tilt_deg,
+                                          "mirrored": r.mirrored}
+        write_json(tmp / "registration.json", record)
+    if ctx.progress:
+        ctx.progress("registering sections", len(s.config.sections), len(s.config.sections))
+
+
+def _registered(ctx, role: str) -> list[str]:
+    import json
+
+    rec = json.loads((_reg(ctx) / "registration.json").read_text())["sections"]
+    return [n for n, r in rec.items() if r["registered"] and r["role"] == role]
+
+
+def step_train(ctx) -> None:
+    from mineral3d.nn import NetworkConfig, TrainConfig, load_model, save_model
+    from mineral3d.pipeline.phases import (check_model, material_classes, section_area_fractions, section_labels,
+                                           train_phase_model)
+
+    s = ctx.sample
+    if ctx.model_dir is not None:
+        m = load_model(ctx.model_dir)
+        check_model(m, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
+                    allow_resample=ctx.config.segment.allow_resample, source=str(s.root))
+        return
+    names = _registered(ctx, "train")
+    if not names:
+        raise InputError(s.root / "sample.toml", "no train-role section could be registered: nothing to learn from")
+    labels, used = section_labels(s, _reg(ctx), sections=names)
+    classes = material_classes(s.phase_table)
+    t = ctx.config.train
+    fractions = section_area_fractions(s, _reg(ctx), used, classes) if t.calibrate else None
+    config = TrainConfig(iterations=t.iterations, seed=ctx.config.seed, precision=t.precision)
+    net = NetworkConfig(out_channels=len(classes), features=t.features)
+    ckpt = ctx.out / ".model.checkpoint.pt"
+    model = train_phase_model(s.ct(), labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, network=net,
+                              config=config, device=ctx.config.device, checkpoint=ckpt,
+                              progress=None if ctx.progress is None else
+                              (lambda i, n, loss: ctx.progress("training", i, n)),
+                              info={"sample": str(s.root), "sections": used}, area_fractions=fractions)
+    save_model(_model(ctx), model, overwrite=True)
+
+
+def step_segment(ctx) -> None:
+    from mineral3d.io.volumes import open_volume
+    from mineral3d.nn import load_model
+    from mineral3d.nn.infer import InferConfig
+    from mineral3d.pipeline.phases import check_model, segment_phases
+
+    s, cfg = ctx.sample, ctx.config.segment
+    model = load_model(_model(ctx))
+    zoom = check_model(model, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
+                       allow_resample=cfg.allow_resample, source=str(s.root))
+    vol, _ = open_volume(s.config.ct)
+    segment_phases(vol, voxel_size_um=s.voxel_size_um, model=model, out=_seg(ctx),
+                   config=InferConfig(block=cfg.block, precision=cfg.precision), device=ctx.config.device,
+                   zoom=zoom, progress=None if ctx.progress is None else
+                   (lambda d, n: ctx.progress("segmenting blocks", d, n)))
+
+
+def step_particles(ctx) -> None:
+    from mineral3d.instances import InstanceConfig
+    from mineral3d.pipeline.particles import segment_particles
+
+    s, cfg = ctx.sample, ctx.config.particles
+    config = InstanceConfig.for_sample(voxel_size_um=s.voxel_size_um, sieve_um=s.config.sieve_um,
+                                       min_diameter_um=cfg.min_diameter_um, neck_ratio=cfg.neck_ratio)
+    segment_particles(_seg(ctx), config, progress=ctx.progress)
+
+
+def step_measure(ctx) -> None:
+    import zarr
+
+    from mineral3d.pipeline.measure import MeasureConfig, SectionMap, measure, write_measurements
+
+    s, cfg = ctx.sample, ctx.config.measure
+    phases = zarr.open_array(store=str(_seg(ctx) / "phases"), mode="r")[...]
+    labels = zarr.open_array(store=str(_seg(ctx) / "particles"), mode="r")[...]
+    maps = [SectionMap(c.name, s.section_map(c.name), c.pixel_size_um) for c in s.config.sections
+            if c.role == "validation"]
+    config = MeasureConfig(section_step=cfg.section_step, size_edges_um=cfg.size_edges_um, n_boot=cfg.n_boot,
+                           seed=ctx.config.seed)
+    result = measure(labels, phases, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, maps=maps,
+                     config=config)
+    write_measurements(ctx.out, result, config, inputs={"segmentation": str(_seg(ctx)), "sample": str(s.root)})
+
+
+def step_validate(ctx) -> None:
+    import zarr
+
+    from mineral3d.baseline import GreyClassifier
+    from mineral3d.nn import load_model
+    from mineral3d.pipeline.validation import validate_sample, write_validation
+
+    s = ctx.sample
+    names = _registered(ctx, "validation")
+    seg = zarr.open_array(store=str(_seg(ctx) / "phases"), mode="r")
+    m = load_model(_model(ctx))
+    base = GreyClassifier.from_dict(m.info["baseline"]) if "baseline" in m.info else None
+    if not names:
+        write_json(ctx.out / "validation.json", {"sections": {}, "all": {},
+                                                 "note": "no validation-role section was registered"})
+        return
+    write_validation(ctx.out, validate_sample(s, _reg(ctx), seg, sections=names, baseline=base))
+
+
+def step_report(ctx) -> None:
+    from mineral3d.report import build_report
+
+    html = build_report(ctx.out, ctx.sample)
+    with atomic_file(ctx.out / "report.html") as tmp:
+        tmp.write_text(html, encoding="utf-8")
+
+
