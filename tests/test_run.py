@@ -34,7 +34,22 @@ def test_run_writes_every_output(full_run):
                  "validation.json", "summary.json", "report.html", "config.json", "run.json"):
         assert (full_run / name).exists(), name
     html = (full_run / "report.html").read_text()
-    assert html.count("<img") >= 8 and "data:image/png;base64," in html
+    import base64
+    import io
+    import re
+
+    import matplotlib.image
+
+    images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]+)"', html)
+    titles = {t for t, _ in images}
+    for want in ("Registered sections", "CT with phases and particles", "Validation against held-out sections",
+                 "Modal mineralogy", "Particle size distribution", "Liberation spectrum",
+                 "Cumulative liberation, 3D vs 2D", "Grade-recovery", "Liberation by size class"):
+        assert want in titles, want
+    for _, data in images:  # every image decodes to a non-empty picture
+        img = matplotlib.image.imread(io.BytesIO(base64.b64decode(data)), format="png")
+        assert img.ndim == 3 and min(img.shape[:2]) > 50
+    assert "<img" in html and html.count("<img") == len(images)
     assert json.loads((full_run / "config.json").read_text())["train"]["iterations"] == 6
 
 
@@ -82,3 +97,26 @@ def test_config_validation(tmp_path):
     p.write_text("{nope")
     with pytest.raises(InputError, match="not valid JSON"):
         load_config(p)
+
+
+def test_report_renders_in_headless_chromium(full_run, tmp_path):
+    import shutil
+    import subprocess
+
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")
+                if shutil.which(n)), None)
+    if exe is None:
+        pytest.skip("Chromium is not installed here (apt install chromium to run this check)")
+    page = (full_run / "report.html").resolve().as_uri()
+    # every <img> must have loaded with a size: the script writes the verdict into the DOM
+    probe = tmp_path / "probe.html"
+    probe.write_text(f"""<iframe id=f src="{page}" width=1200 height=800></iframe><pre id=r>wait</pre><script>
+    document.getElementById('f').onload = () => {{ const d = document.getElementById('f').contentDocument;
+      const imgs = [...d.images]; const bad = imgs.filter(i => !i.complete || i.naturalWidth === 0);
+      document.getElementById('r').textContent = 'images=' + imgs.length + ' broken=' + bad.length; }};
+    </script>""")
+    r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+                        "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert "broken=0" in r.stdout, r.stdout[-500:] + r.stderr[-500:]
+    assert "images=0" not in r.stdout

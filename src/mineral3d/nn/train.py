@@ -108,11 +108,13 @@ class TrainResult:
     losses: list[float]
     seconds: float
     resumed_at: int
+    skipped: int = 0
 
     def record(self) -> dict:
         n = len(self.losses)
         tail = self.losses[-max(1, n // 10):]
-        return {"iterations": n, "seconds": round(self.seconds, 1), "resumed_at": self.resumed_at,
+        return {"iterations": n + self.skipped, "skipped_non_finite": self.skipped, "seconds": round(self.seconds, 1),
+                "resumed_at": self.resumed_at,
                 "final_loss": float(np.mean(tail)) if tail else None,
                 "loss_every_50": [round(float(np.mean(self.losses[i:i + 50])), 4) for i in range(0, n, 50)]}
 
@@ -236,7 +238,7 @@ def train(image: np.ndarray, zyx: np.ndarray, target: np.ndarray, network: Netwo
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: _lr_factor(it, config))
     bf16 = runtime.use_bf16(config.precision, device)
     losses: list[float] = []
-    start_it, elapsed = 0, 0.0
+    start_it, elapsed, skipped = 0, 0.0, 0
     key = _fingerprint(network, config, image, zyx, target)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.is_file():
@@ -251,7 +253,8 @@ def train(image: np.ndarray, zyx: np.ndarray, target: np.ndarray, network: Netwo
             rng.bit_generator.state = saved["rng"]
             torch.set_rng_state(saved["torch_rng"])
             losses, start_it, elapsed = list(saved["losses"]), int(saved["iteration"]), float(saved["elapsed"])
-    resumed_at, skipped = start_it, 0
+            skipped = int(saved.get("skipped", 0))
+    resumed_at = start_it
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
     net.train()
     t0 = time.perf_counter()
@@ -273,8 +276,6 @@ def train(image: np.ndarray, zyx: np.ndarray, target: np.ndarray, network: Netwo
             losses.append(float(loss.detach()))
         else:  # a degenerate batch (e.g. a bf16 overflow) is skipped, not learned from
             skipped += 1
-            if os.environ.get("MINERAL3D_DEBUG"):
-                print("skipped", it, float(loss), flush=True)
         sched.step()
         done = it + 1
         if progress is not None:
@@ -283,10 +284,10 @@ def train(image: np.ndarray, zyx: np.ndarray, target: np.ndarray, network: Netwo
             with atomic_file(ckpt) as tmp:
                 torch.save({"key": key, "net": net.state_dict(), "opt": opt.state_dict(),
                             "sched": sched.state_dict(), "rng": rng.bit_generator.state,
-                            "torch_rng": torch.get_rng_state(), "losses": losses, "iteration": done,
+                            "torch_rng": torch.get_rng_state(), "losses": losses, "iteration": done, "skipped": skipped,
                             "elapsed": elapsed + time.perf_counter() - t0}, tmp)
     elapsed += time.perf_counter() - t0
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()
-    return TrainResult(state, losses, elapsed, resumed_at)
+    return TrainResult(state, losses, elapsed, resumed_at, skipped)
