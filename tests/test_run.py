@@ -120,3 +120,23 @@ def test_report_renders_in_headless_chromium(full_run, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert "broken=0" in r.stdout, r.stdout[-500:] + r.stderr[-500:]
     assert "images=0" not in r.stdout
+
+
+def test_apply_uses_the_model_without_training(small_sample, full_run, tmp_path, capsys):
+    from mineral3d.cli import main
+
+    out = tmp_path / "applied"
+    cfg = tmp_path / "apply.json"
+    cfg.write_text(json.dumps({"segment": {"precision": "fp32"}, "measure": {"n_boot": 50}}))
+    with pytest.raises(SystemExit) as exc:
+        main(["apply", str(full_run / "model"), str(small_sample), "--out", str(out), "--device", "cpu",
+              "--config", str(cfg)])
+    assert exc.value.code in (0, None)
+    assert (out / "report.html").exists() and (out / "summary.json").exists()
+    assert not (out / "model").exists()  # no training
+    # same model, same sample: the same phases as the run that trained it
+    import zarr
+
+    a = zarr.open_array(store=str(out / "segmentation.zarr" / "phases"), mode="r")[...]
+    b = zarr.open_array(store=str(full_run / "segmentation.zarr" / "phases"), mode="r")[...]
+    assert (a == b).mean() > 0.999

@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from jinja2 import Environment  # noqa: E402
 
+from scipy import ndimage  # noqa: E402
+
 from mineral3d.io.sample import Sample  # noqa: E402
 
 METHOD_LABEL = {"3d": "3D (particles)", "2d-virtual": "2D virtual sections", "2d-map": "2D SEM-EDS maps"}
@@ -253,16 +255,24 @@ def fig_particles_3d(phases: np.ndarray, particles: np.ndarray, table: pd.DataFr
         lab = particles[box] == int(row["particle"])
         ph = np.where(lab, phases[box], 0)
         step = max(1, int(round(max(lab.shape) / 48)))
-        for p in sample.phase_table.material:
-            m = np.pad(ph == p.id, 1)
-            if m.sum() < 8:
-                continue
-            try:
-                v, f, _, _ = marching_cubes(m.astype(np.float32), 0.5, step_size=step)
-            except (ValueError, RuntimeError):
-                continue
-            ax.add_collection3d(Poly3DCollection(v[f], facecolor=colors[p.id], edgecolor="none", alpha=0.9))
-        ext = max(lab.shape) + 2
+        m = np.pad(lab, 1)
+        try:
+            v, f, _, _ = marching_cubes(m.astype(np.float32), 0.5, step_size=step)
+        except (ValueError, RuntimeError):
+            continue
+        # colour each face by the phase of the nearest particle voxel (one mesh: correct depth order)
+        _, near = ndimage.distance_transform_edt(~m, return_indices=True)
+        phase_pad = np.pad(ph, 1)
+        c = np.clip(np.rint(v[f].mean(axis=1)).astype(int), 0, np.array(m.shape) - 1)
+        nz, ny, nx = (near[a][c[:, 0], c[:, 1], c[:, 2]] for a in range(3))
+        face_phase = phase_pad[nz, ny, nx]
+        lut = np.array([colors.get(int(i), (0.5, 0.5, 0.5)) for i in range(256)])
+        shade = 0.55 + 0.45 * np.abs(np.cross(v[f][:, 1] - v[f][:, 0], v[f][:, 2] - v[f][:, 0])
+                                     @ np.array([0.3, 0.5, 0.8])) / np.maximum(
+            np.linalg.norm(np.cross(v[f][:, 1] - v[f][:, 0], v[f][:, 2] - v[f][:, 0]), axis=1), 1e-9)
+        fc = np.clip(lut[face_phase][:, :3] * shade[:, None], 0, 1)
+        ax.add_collection3d(Poly3DCollection(v[f], facecolors=fc, edgecolor="none"))
+        ext = max(m.shape)
         ax.set_xlim(0, ext)
         ax.set_ylim(0, ext)
         ax.set_zlim(0, ext)

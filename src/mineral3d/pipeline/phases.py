@@ -80,7 +80,7 @@ def section_area_fractions(sample: Sample, registration: str | os.PathLike, name
 
 
 def _calibrate(model: Model, ct: np.ndarray, area_fractions: np.ndarray, device, *, seed: int,
-               max_blocks: int = 8, per_block: int = 250_000) -> list[float]:
+               max_blocks: int = 8, voxels: int = 400_000) -> list[float]:
     """Class offsets that give the sections' material fractions on the training volume."""
     from mineral3d.calibrate import fit_class_bias
     from mineral3d.nn.infer import blocks
@@ -88,6 +88,7 @@ def _calibrate(model: Model, ct: np.ndarray, area_fractions: np.ndarray, device,
     config = InferConfig()
     n = len(list(blocks(ct.shape, config.block)))
     keep = set(np.unique(np.linspace(0, n - 1, min(n, max_blocks)).round().astype(int)).tolist())
+    per_block = voxels // len(keep)
     rng = np.random.default_rng(seed)
     net = model.build(device)
     samples = []
