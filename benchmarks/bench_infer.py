@@ -4,7 +4,8 @@ Run: .venv/bin/python benchmarks/bench_infer.py MODEL SAMPLE [--repeats 2]
 
 Both run in fresh Python processes, interleaved (reference, ours, reference, ours, ...),
 on the sample's whole CT normalised the same way, with the same network and weights,
-64³ windows, overlap 0.25, Gaussian blending, 2 windows per batch:
+64³ windows, overlap 0.25, Gaussian blending, 2 windows per batch, the same 8 mirrored
+slices above and below (``InferConfig.z_pad``):
 
 - reference: ``torch.no_grad()`` + ``monai.inferers.sliding_window_inference`` in fp32,
   default allocator and threads (what a user would write);
@@ -39,13 +40,14 @@ image = GreyLevels.from_volume(ct).normalise(ct)
 net = model.build()
 if mode == "reference":
     from monai.inferers import sliding_window_inference
-    x = torch.from_numpy(image)[None, None]
+    # the same mirrored z margin as mineral3d's InferConfig.z_pad, so that both do the same work
+    x = torch.from_numpy(np.pad(image, ((8, 8), (0, 0), (0, 0)), mode="symmetric"))[None, None]
     with torch.no_grad():
         sliding_window_inference(x[..., :64, :64, :64], (64, 64, 64), 2, net, overlap=0.25, mode="gaussian")
         t = time.perf_counter()
         prob = sliding_window_inference(x, (64, 64, 64), 2, net, overlap=0.25, mode="gaussian")
         dt = time.perf_counter() - t
-    arg = prob[0].argmax(0).numpy().astype(np.uint8)
+    arg = prob[0, :, 8:-8].argmax(0).numpy().astype(np.uint8)
 else:
     from mineral3d.nn.infer import InferConfig, predict_probabilities
     cfg = InferConfig(tile=(64, 64, 64), overlap=0.25, sw_batch_size=2)

@@ -45,6 +45,12 @@ class InferConfig:
         Core block shape, voxels (the unit of out-of-core work and of resuming).
     halo : int
         Extra voxels read around each block.
+    z_pad : int
+        Voxels of mirrored image added above and below along z before the sliding window
+        (and cut off after). Training patches are thin in z with their labels away from
+        the patch's z faces, so the network never learned to predict at a window's z edge
+        (zero padding there); without this, the first and last slices of a volume come
+        out as spurious material.
     precision : str
         auto (bf16 where native), fp32 or bf16.
     """
@@ -54,6 +60,7 @@ class InferConfig:
     sw_batch_size: int = 2
     block: tuple[int, int, int] = (128, 256, 256)
     halo: int = 16
+    z_pad: int = 8
     precision: str = "auto"
 
 
@@ -69,6 +76,9 @@ def predict_probabilities(net: torch.nn.Module, image: np.ndarray, *, config: In
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last_3d)
     tile = tuple(int(t) for t in config.tile)
+    zp = int(config.z_pad)
+    if zp > 0:
+        image = np.pad(image, ((zp, zp), (0, 0), (0, 0)), mode="symmetric")
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
@@ -82,7 +92,8 @@ def predict_probabilities(net: torch.nn.Module, image: np.ndarray, *, config: In
         prob = sliding_window_inference(x, tile, config.sw_batch_size, predictor, overlap=config.overlap,
                                         mode="gaussian", padding_mode="replicate", sw_device=device,
                                         device=torch.device("cpu"))
-    return prob[0].numpy()
+    prob = prob[0].numpy()
+    return prob[:, zp:prob.shape[1] - zp] if zp > 0 else prob
 
 
 def blocks(shape, block) -> Iterator[tuple[slice, slice, slice]]:

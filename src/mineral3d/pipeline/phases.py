@@ -170,7 +170,8 @@ def _key(model: Model, volume, levels: GreyLevels, config: InferConfig, zoom: fl
     for v in model.state.values():
         h.update(v.numpy().tobytes()[:4096])
     h.update(json.dumps([model.to_json(), list(volume.shape), str(volume.dtype), levels.to_dict(),
-                         [list(config.tile), config.overlap, list(config.block), config.halo, config.precision],
+                         [list(config.tile), config.overlap, list(config.block), config.halo, config.z_pad,
+                          config.precision],
                          zoom, probabilities], sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
@@ -241,7 +242,7 @@ def segment_phases(volume, *, voxel_size_um: float, model: Model, out: str | os.
     probs = g["probabilities"] if probabilities else None
     block = tuple(max(c, (b // c) * c) for b, c in zip(config.block, chunks))  # whole chunks per block
     config = InferConfig(tile=config.tile, overlap=config.overlap, sw_batch_size=config.sw_batch_size, block=block,
-                         halo=config.halo, precision=config.precision)
+                         halo=config.halo, z_pad=config.z_pad, precision=config.precision)
     n_blocks = int(np.prod([len(range(0, s, b)) for s, b in zip(shape, block)]))
     resumed = len(done)
     classes = np.asarray(model.classes, np.uint8)
