@@ -18,20 +18,8 @@ def read_any_volume(path: str | os.PathLike, *, name: str = "volume",
 
     Returns the array (in memory) and the voxel size in µm when the file records one.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if (path / "zarr.json").exists():
-        try:
-            arr, voxel = read_volume_zarr(path)
-        except InputError as exc:
-            if "voxel size" not in exc.problem:
-                raise
-            import zarr
-
-            arr, voxel = zarr.open_array(store=str(path), mode="r"), None
-        return np.asarray(arr[...]), voxel
-    return read_volume(path, name=name, dtypes=LABEL_DTYPES if labels else VOLUME_DTYPES), None
+    vol, voxel = open_volume(path, name=name, labels=labels)
+    return np.asarray(vol[...]), voxel
 
 
 def open_volume(path: str | os.PathLike, *, name: str = "CT volume", labels: bool = False):
