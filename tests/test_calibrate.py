@@ -32,3 +32,15 @@ def test_absent_class_is_not_forced_out():
     prob, _, _ = _biased_probs()
     bias = fit_class_bias(prob, np.array([0.0, 1.0, 0.0]))
     assert np.all(bias == 0)                        # fewer than two classes to balance: nothing to do
+
+
+def test_rare_class_without_signal_stays_bounded():
+    prob, resin, _ = _biased_probs(seed=1)
+    rng = np.random.default_rng(2)
+    rare = rng.uniform(1e-5, 1e-3, len(prob))           # the network never ranks it first
+    prob = np.column_stack([prob, rare])
+    target = np.array([0.0, 0.3, 0.69, 0.01])
+    bias = fit_class_bias(prob, target)
+    assert np.all(np.abs(bias) <= 12)
+    frac = np.bincount(classify(prob.T, bias)[~resin], minlength=4) / (~resin).sum()
+    np.testing.assert_allclose(frac[1:], target[1:], atol=0.01)   # no runaway: every share near its target
