@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from mineral3d.pipeline import run_steps
 from mineral3d.pipeline.run import RunConfig, load_config, open_run, run
 
 FAST = {"train": {"iterations": 6, "features": [4, 4, 8, 8, 16, 4], "precision": "fp32"},
@@ -53,22 +52,19 @@ def test_run_writes_every_output(full_run):
     assert json.loads((full_run / "config.json").read_text())["train"]["iterations"] == 6
 
 
-def test_interrupted_run_resumes_to_the_same_summary(small_sample, fast_config, full_run, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_summary(small_sample, fast_config, full_run, tmp_path):
     out = tmp_path / "out"
-    calls = {"n": 0}
-    real = run_steps.step_measure
 
-    def interrupted(ctx):
-        calls["n"] += 1
-        raise KeyboardInterrupt  # as if Ctrl-C in the middle of the measure step
+    def ctrl_c_in_training(stage, done, total):
+        if stage == "training" and done == 3:   # in the middle of the training step
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_steps, "step_measure", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run(open_run(small_sample, out, config=fast_config, log=lambda m: None))
-    assert not (out / "summary.json").exists() and not (out / "report.html").exists()
-    monkeypatch.setattr(run_steps, "step_measure", real)
+        run(open_run(small_sample, out, config=fast_config, log=lambda m: None, progress=ctrl_c_in_training))
+    assert not (out / "model").exists() and not (out / "summary.json").exists()
+    assert (out / ".steps" / "register.json").exists() and not (out / ".steps" / "train.json").exists()
     t = run(open_run(small_sample, out, config=fast_config, log=lambda m: None))
-    assert [k for k, v in t.items() if not v["skipped"]] == ["measure", "validate", "report"]
+    assert t["register"]["skipped"] and not t["train"]["skipped"]
     assert json.loads((out / "summary.json").read_text()) == json.loads((full_run / "summary.json").read_text())
     again = run(open_run(small_sample, out, config=fast_config, log=lambda m: None))
     assert all(v["skipped"] for v in again.values())
