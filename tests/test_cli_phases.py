@@ -84,3 +84,13 @@ def test_validate_shape_mismatch(trained, small_sample, tmp_path, capsys):
     z.attrs["voxel_size_um"] = 2.0
     expect_error(["validate", small_sample, "--registration", trained / "registration", "--segmentation",
                   tmp_path / "p.zarr", "--out", tmp_path / "v"], capsys, "differs from the CT's")
+
+
+def test_run_and_apply_errors_write_nothing(small_sample, tmp_path, capsys):
+    expect_error(["apply", tmp_path / "nope", small_sample, "--out", tmp_path / "o"], capsys, "model folder not found")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"train": {"iteratoins": 3}}')
+    expect_error(["run", small_sample, "--out", tmp_path / "o", "--config", bad], capsys, "bad.json",
+                 "unknown setting(s) iteratoins")
+    expect_error(["run", tmp_path / "no-sample", "--out", tmp_path / "o"], capsys, "sample.toml")
+    assert not (tmp_path / "o").exists()

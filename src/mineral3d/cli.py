@@ -192,10 +192,9 @@ def register(
     Exits with code 3, writing no transform for it, when a section cannot be registered
     with confidence (a map from another sample, a map without particle outlines).
     """
-    from mineral3d.figures import registration_overlay
-    from mineral3d.io import atomic_file, open_sample, write_transform
-    from mineral3d.plane import sample_plane
-    from mineral3d.register import RegisterConfig, RegistrationError, ct_indicator, register_section
+    from mineral3d.io import open_sample
+    from mineral3d.pipeline.registration import register_and_write
+    from mineral3d.register import RegisterConfig, RegistrationError, ct_indicator
 
     if orientation not in ("near-z", "any"):
         raise InputError("--orientation", f"must be near-z or any, got {orientation!r}")
@@ -212,10 +211,9 @@ def register(
     with err.status("preparing the CT"):
         ind = ct_indicator(ct)
     for name in names:
-        ids = s.section_map(name)
         with err.status(f"registering {name}"):
             try:
-                r = register_section(ct, ids, scale=s.nominal_scale(name), config=config, indicator=ind)
+                r = register_and_write(s, name, out_dir, config=config, ct=ct, indicator=ind)
             except RegistrationError as exc:
                 failed.append(f"{name}: {exc}")
                 err.print(f"[red]{name}: not registered[/]: {exc}")
@@ -223,13 +221,6 @@ def register(
                 if stale.exists():
                     stale.unlink()
                 continue
-        out_dir.mkdir(parents=True, exist_ok=True)
-        img = registration_overlay(sample_plane(ct, r.transform, ids.shape), ids, s.phase_table)
-        with atomic_file(out_dir / f"{name}_overlay.png") as tmp:
-            import matplotlib.image
-
-            matplotlib.image.imsave(tmp, img, format="png")
-        write_transform(out_dir / f"{name}.json", name, r.transform, **r.record())
         t = r.transform
         out.print(f"{name}: score {r.score:.3f} (runner-up {r.runner_up:.3f}), tilt {t.tilt_deg:.2f} deg, "
                   f"scale {t.scale / s.nominal_scale(name):.4f} x nominal{', mirrored' if r.mirrored else ''}")
@@ -456,10 +447,22 @@ def config_cmd(
     print(json.dumps(cfg.to_dict(), indent=2))
 
 
-def _run(sample: Path, out_dir: Path, config_file, model, device, seed, iterations, stop_after=None) -> None:
-    import dataclasses
-
+def _run(sample: Path, out_dir: Path, cfg, model: Path | None) -> None:
+    from mineral3d.nn.runtime import resolve_device
     from mineral3d.pipeline.run import open_run, run as run_pipeline
+
+    resolve_device(cfg.device)
+    with _progress() as p:
+        ctx = open_run(sample, out_dir, config=cfg, model=model, progress=_StageProgress(p),
+                       log=lambda m: err.print(m))
+        timings = run_pipeline(ctx)
+    total = sum(t["seconds"] for t in timings.values())
+    out.print(f"done in {total:.0f} s; report: {out_dir / 'report.html'}")
+
+
+def _settings(config_file: Path | None, *, device=None, seed=None, iterations=None, allow_resample=None):
+    """The run settings: defaults, then the config file, then command-line overrides."""
+    import dataclasses
 
     from mineral3d.pipeline.run import load_config
 
@@ -470,15 +473,9 @@ def _run(sample: Path, out_dir: Path, config_file, model, device, seed, iteratio
         cfg = dataclasses.replace(cfg, seed=seed)
     if iterations is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, iterations=iterations))
-    from mineral3d.nn.runtime import resolve_device
-
-    resolve_device(cfg.device)
-    with _progress() as p:
-        ctx = open_run(sample, out_dir, config=cfg, model=model, progress=_StageProgress(p),
-                       log=lambda m: err.print(m))
-        timings = run_pipeline(ctx, stop_after=stop_after)
-    total = sum(t["seconds"] for t in timings.values())
-    out.print(f"done in {total:.0f} s; report: {out_dir / 'report.html'}")
+    if allow_resample is not None:
+        cfg = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, allow_resample=allow_resample))
+    return cfg
 
 
 @app.command("run")
@@ -493,7 +490,11 @@ def run_cmd(
     iterations: Optional[int] = typer.Option(None, help="Training iterations (overrides the config)."),
 ) -> None:
     """Everything: register, train, segment phases and particles, measure, validate, report."""
-    _run(sample, out_dir, config_file, model, device, seed, iterations)
+    if model is not None:
+        from mineral3d.nn import load_model
+
+        load_model(model)  # a bad model folder fails before any work
+    _run(sample, out_dir, _settings(config_file, device=device, seed=seed, iterations=iterations), model)
 
 
 @app.command("apply")
@@ -507,20 +508,10 @@ def apply_cmd(
                                         help="Resample when the sample's voxel size differs from the model's."),
 ) -> None:
     """Segment, measure and report a sample with a trained model (no training)."""
-    import dataclasses
+    from mineral3d.nn import load_model
 
-    from mineral3d.pipeline.run import load_config
-
-    cfg = load_config(config_file)
-    cfg = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, allow_resample=allow_resample))
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(cfg.to_dict(), f)
-    try:
-        _run(sample, out_dir, Path(f.name), model, device, None, None)
-    finally:
-        Path(f.name).unlink(missing_ok=True)
+    load_model(model)  # a bad model folder fails before any work
+    _run(sample, out_dir, _settings(config_file, device=device, allow_resample=allow_resample), model)
 
 
 @app.command("report")

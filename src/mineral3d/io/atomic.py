@@ -9,6 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from mineral3d.errors import InputError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -62,6 +64,17 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False):
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_json(path: str | os.PathLike):
+    """Parse a JSON file; a missing or unreadable file is a one-line InputError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"not valid JSON ({exc})") from None
 
 
 def write_json(path: str | os.PathLike, data) -> None:

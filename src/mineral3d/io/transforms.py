@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from mineral3d.errors import InputError
-from mineral3d.io.atomic import write_json
+from mineral3d.io.atomic import read_json, write_json
 from mineral3d.plane import PlaneTransform
 
 
@@ -15,13 +14,7 @@ def read_transform(path: str | os.PathLike) -> tuple[PlaneTransform, dict]:
 
     Returns the transform and the whole record (for ``section``, ``score`` and extras).
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
+    record = read_json(path)
     if not isinstance(record, dict) or "map_to_ct" not in record:
         raise InputError(path, "no 'map_to_ct' entry")
     try:

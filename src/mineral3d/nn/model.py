@@ -17,7 +17,7 @@ import torch
 
 from mineral3d.errors import InputError
 from mineral3d.intensity import GreyLevels
-from mineral3d.io.atomic import atomic_dir
+from mineral3d.io.atomic import atomic_dir, read_json
 from mineral3d.nn.network import NetworkConfig
 from mineral3d.phases import PhaseTable
 
@@ -94,10 +94,7 @@ def load_model(path: str | os.PathLike) -> Model:
     for p in (meta_path, weights):
         if not p.is_file():
             raise InputError(p, "missing: not a mineral3d model folder (train one with `mineral3d train`)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(meta_path, f"not valid JSON ({exc})") from None
+    meta = read_json(meta_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise InputError(meta_path, f"not a {FORMAT} description")
     if meta.get("version", 0) > VERSION:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from mineral3d.errors import InputError
-from mineral3d.io.atomic import write_json
+from mineral3d.io.atomic import read_json, write_json
 from mineral3d.io.sample import Sample, open_sample
 
 
@@ -129,14 +129,7 @@ def load_config(path: str | os.PathLike | None) -> RunConfig:
     """Defaults, overridden by a JSON file (same layout as ``mineral3d config --defaults``)."""
     if path is None:
         return RunConfig()
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "file not found")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(p, f"not valid JSON ({exc})") from None
-    return RunConfig.from_dict(data, source=str(p))
+    return RunConfig.from_dict(read_json(path), source=str(path))
 
 
 # --- steps ------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from mineral3d.errors import InputError
 from mineral3d.io.atomic import atomic_dir, atomic_file, write_json
-from mineral3d.io.transforms import write_transform
 
 
 def _sample_files(ctx) -> list[Path]:
@@ -55,9 +54,8 @@ SPEC = {
 
 
 def step_register(ctx) -> None:
-    from mineral3d.figures import registration_overlay
-    from mineral3d.plane import sample_plane
-    from mineral3d.register import RegisterConfig, RegistrationError, ct_indicator, register_section
+    from mineral3d.pipeline.registration import register_and_write
+    from mineral3d.register import RegisterConfig, RegistrationError, ct_indicator
 
     s, cfg = ctx.sample, ctx.config.register
     config = RegisterConfig.for_orientation(cfg.orientation, min_score=cfg.min_score, min_ratio=cfg.min_ratio,
@@ -65,28 +63,23 @@ def step_register(ctx) -> None:
     ct = s.ct()
     ind = ct_indicator(ct)
     record = {"sections": {}}
+    n = len(s.config.sections)
     with atomic_dir(_reg(ctx), overwrite=True) as tmp:
         for i, c in enumerate(s.config.sections):
             if ctx.progress:
-                ctx.progress("registering sections", i, len(s.config.sections))
-            ids = s.section_map(c.name)
+                ctx.progress("registering sections", i, n)
             try:
-                r = register_section(ct, ids, scale=s.nominal_scale(c.name), config=config, indicator=ind)
+                r = register_and_write(s, c.name, tmp, config=config, ct=ct, indicator=ind)
             except RegistrationError as exc:
                 record["sections"][c.name] = {"role": c.role, "registered": False, "reason": str(exc)}
                 ctx.log(f"  {c.name}: not registered: {exc}")
                 continue
-            write_transform(tmp / f"{c.name}.json", c.name, r.transform, **r.record())
-            img = registration_overlay(sample_plane(ct, r.transform, ids.shape), ids, s.phase_table)
-            import matplotlib.image
-
-            matplotlib.image.imsave(tmp / f"{c.name}_overlay.png", img, format="png")
             record["sections"][c.name] = {"role": c.role, "registered": True, "score": r.score,
                                           "runner_up": r.runner_up, "tilt_deg": r.transform.tilt_deg,
                                           "mirrored": r.mirrored}
         write_json(tmp / "registration.json", record)
     if ctx.progress:
-        ctx.progress("registering sections", len(s.config.sections), len(s.config.sections))
+        ctx.progress("registering sections", n, n)
 
 
 def _registered(ctx, role: str) -> list[str]:
