@@ -24,7 +24,6 @@ def test_parse_and_lookup():
     (CSV + "3,LiAlO2,#123456\n", "duplicate phase name 'LiAlO2'"),
     (CSV + "2,spinel,#123456\n", "duplicate phase id 2"),
     (CSV + "3,spinel,#zzzzzz\n", "is not of the form #rrggbb"),
-    (CSV + "3,spinel,#ff7f0e\n", "share colour"),
     ("id,name,color\n1,LiAlO2,#1f77b4\n", "no phase with id 0"),
     ("name,id,color\n", "header must be"),
     (CSV + "x,spinel,#123456\n", "is not an integer"),
@@ -69,3 +68,12 @@ def test_area_fractions_ignore_unclassified():
     ids = np.array([[0, 1, 1, 255]], np.uint8)
     f = table().area_fractions(ids)
     assert f == pytest.approx({"resin": 1 / 3, "LiAlO2": 2 / 3, "gehlenite": 0.0})
+
+
+def test_shared_colours_are_allowed_until_a_map_uses_them():
+    t = table(CSV + "3,spinel,#ff7f0e\n")  # real schemes (TIMA) reuse colours
+    ids = np.array([[0, 1, 2, 3]], np.uint8)
+    np.testing.assert_array_equal(t.decode_map(ids), ids)
+    np.testing.assert_array_equal(t.decode_map(t.encode_rgb(np.array([[0, 1]], np.uint8))), [[0, 1]])
+    with pytest.raises(InputError, match="#ff7f0e on 2 pixels is shared by phases 'gehlenite', 'spinel'"):
+        t.decode_map(t.encode_rgb(ids), source="s1.tif")

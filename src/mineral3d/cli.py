@@ -360,28 +360,85 @@ def _particles(group: Path, voxel: float, sieve, min_diameter_um, neck_ratio) ->
 
 @app.command()
 def particles(
-    segmentation: Path = typer.Argument(..., help="segmentation.zarr holding a phases array."),
+    source: Path = typer.Argument(..., help="segmentation.zarr holding a phases array, or a CT volume (TIFF, "
+                                            "slice folder, Zarr) or sample folder to separate without sections."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (for a CT volume)."),
     sample: Optional[Path] = typer.Option(None, help="Sample folder: its sieve fraction sets the particle size."),
+    model_dir: Optional[Path] = typer.Option(None, "--model", help="A phase model: its segmentation gives the "
+                                                                   "foreground [default: Otsu threshold]."),
+    voxel_um: Optional[float] = typer.Option(None, help="Voxel size, µm, of a bare CT volume [default: recorded, "
+                                                        "else 1 (sizes then in voxels)]."),
     min_diameter_um: Optional[float] = typer.Option(None, help="Smallest particle diameter, µm [default: the "
-                                                               "sample's lower sieve bound, else 8 voxels]."),
+                                                               "sample's lower sieve bound, else the median local "
+                                                               "thickness of the foreground]."),
     neck_ratio: float = typer.Option(0.7, help="Regions meeting at a neck thicker than this share of their "
                                                "inscribed radius are one particle."),
+    device: str = typer.Option("auto", help="With --model: cpu, cuda or auto."),
 ) -> None:
-    """Separate individual particles (touching and non-convex ones) from the phase segmentation."""
+    """Separate individual particles (touching and non-convex ones): from a phase segmentation or a bare CT."""
     import zarr
 
     from mineral3d.io import open_sample
 
-    if not (segmentation / "phases" / "zarr.json").exists():
-        raise InputError(segmentation, "no phases array: run `mineral3d segment` first")
-    voxel = float(zarr.open_array(store=str(segmentation / "phases"), mode="r").attrs.get("voxel_size_um") or 0)
+    if (source / "phases" / "zarr.json").exists():
+        voxel = float(zarr.open_array(store=str(source / "phases"), mode="r").attrs.get("voxel_size_um") or 0)
+        sieve = None
+        if sample is not None:
+            s = open_sample(sample)
+            voxel, sieve = s.voxel_size_um, s.config.sieve_um
+        if voxel <= 0:
+            raise InputError(source / "phases", "no voxel size recorded: give --sample")
+        _particles(source, voxel, sieve, min_diameter_um, neck_ratio)
+        return
+    _particles_ct(source, out_dir, sample, model_dir, voxel_um, min_diameter_um, neck_ratio, device)
+
+
+def _particles_ct(source, out_dir, sample, model_dir, voxel_um, min_diameter_um, neck_ratio, device) -> None:
+    from mineral3d.io import open_sample
+    from mineral3d.io.volumes import read_any_volume
+    from mineral3d.pipeline.particles import particles_from_ct
+
+    if out_dir is None:
+        raise InputError("--out", "give an output folder for particles of a CT volume")
     sieve = None
+    if (source / "sample.toml").exists() or source.name == "sample.toml":
+        s = open_sample(source)
+        ct, voxel, sieve = s.ct(), s.voxel_size_um, s.config.sieve_um
+    else:
+        ct, voxel = read_any_volume(source, name="CT volume")
     if sample is not None:
         s = open_sample(sample)
         voxel, sieve = s.voxel_size_um, s.config.sieve_um
-    if voxel <= 0:
-        raise InputError(segmentation / "phases", "no voxel size recorded: give --sample")
-    _particles(segmentation, voxel, sieve, min_diameter_um, neck_ratio)
+    voxel = voxel_um or voxel
+    if voxel is None:
+        err.print(f"{source}: voxel size unknown, using 1 (sizes in voxels); give --voxel-um")
+        voxel = 1.0
+    if not voxel > 0:
+        raise InputError("--voxel-um", f"must be positive, got {voxel}")
+    phases = None
+    if model_dir is not None:
+        import zarr
+
+        from mineral3d.nn import load_model
+        from mineral3d.pipeline.phases import check_model, segment_phases
+
+        model = load_model(model_dir)
+        zoom = check_model(model, voxel_size_um=voxel, phase_table=None, allow_resample=True, source=str(source))
+        with _progress() as p:
+            task = p.add_task("segmenting phases", total=1)
+            segment_phases(ct, voxel_size_um=voxel, model=model, out=out_dir / "segmentation.zarr", device=device,
+                           zoom=zoom,
+                           progress=lambda d, n: p.update(task, completed=d, total=n))
+        phases = zarr.open_array(store=str(out_dir / "segmentation.zarr" / "phases"), mode="r")[...]
+    with _progress() as p:
+        summary = particles_from_ct(ct, out_dir, voxel_size_um=voxel, sieve_um=sieve,
+                                    min_diameter_um=min_diameter_um, neck_ratio=neck_ratio, phases=phases,
+                                    progress=_StageProgress(p))
+    share = summary["largest_share_of_volume"]
+    out.print(f"{summary['particles']} particles ({summary['particles_inside']} not touching the border); "
+              f"D10/D50/D90 {summary['D10_um']:.1f}/{summary['D50_um']:.1f}/{summary['D90_um']:.1f} µm; "
+              f"largest holds {100 * (share or 0):.1f}% of the particle volume")
+    out.print(f"wrote {out_dir} (particles.csv, size_distribution.csv, particles_slices.png)")
 
 
 @app.command()
@@ -529,6 +586,83 @@ def report_cmd(
     with atomic_file(out_dir / "report.html") as tmp:
         tmp.write_text(html_text, encoding="utf-8")
     out.print(f"wrote {out_dir / 'report.html'}")
+
+
+@app.command("import-map")
+def import_map(
+    source: Path = typer.Argument(..., help="A TIMA MinDif export folder, or a map image (RGB or indexed)."),
+    out_dir: Path = typer.Option(..., "--out", help="Map folder to write (map.tif, phases.csv, measured.tif, "
+                                                    "bse.tif, map.toml)."),
+    legend: Optional[Path] = typer.Option(None, help="Legend CSV for a map image: name and id and/or color."),
+    grouping: Optional[Path] = typer.Option(None, help="CSV phase,group[,color]: group the phases on import."),
+    pixel_um: Optional[float] = typer.Option(None, help="Pixel size, µm [default: from the export's metadata]."),
+    background: Optional[str] = typer.Option(None, help="Legend name of the resin/background entry."),
+    unclassified: Optional[str] = typer.Option(None, help="Legend name of the unclassified entry."),
+    measured: Optional[Path] = typer.Option(None, help="Image of the measured area (non-zero = measured)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing map folder."),
+) -> None:
+    """Import an automated-mineralogy map (TIMA MinDif, or an MLA/QEMSCAN-style image + legend)."""
+    from mineral3d.grouping import PhaseGrouping
+    from mineral3d.io.mineral_maps import read_legend_map, read_tima_mindif, write_mineral_map
+
+    if out_dir.exists() and not overwrite:
+        raise InputError(out_dir, "already exists: choose another --out or give --overwrite")
+    if source.is_dir():
+        with err.status("stitching TIMA fields"):
+            m = read_tima_mindif(source)
+    else:
+        if legend is None:
+            raise InputError(source, "a map image needs --legend (CSV with name and id and/or color)")
+        m = read_legend_map(source, legend, pixel_size_um=pixel_um, background=background,
+                            unclassified=unclassified, measured=measured)
+    if pixel_um is not None:
+        from dataclasses import replace
+
+        m = replace(m, pixel_size_um=pixel_um)
+    if grouping is not None:
+        m = m.grouped(PhaseGrouping.from_csv(grouping))
+    write_mineral_map(out_dir, m, overwrite=overwrite)
+    n = len([p for p in m.phase_table.phases if p.id not in (0, 255)])
+    px = "unknown pixel size" if m.pixel_size_um is None else f"{m.pixel_size_um:g} µm/px"
+    out.print(f"{m.ids.shape[0]}x{m.ids.shape[1]} px, {px}, {n} phases, "
+              f"{100 * m.measured.mean():.1f}% measured -> {out_dir}")
+
+
+@app.command("measure-map")
+def measure_map_cmd(
+    source: Path = typer.Argument(..., help="A map folder (from import-map), or a map image with --phases."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder."),
+    target: Optional[str] = typer.Option(None, help="Target phase [default: the phase table's target]."),
+    phases: Optional[Path] = typer.Option(None, help="phases.csv for a bare map image."),
+    pixel_um: Optional[float] = typer.Option(None, help="Pixel size, µm [default: from the map folder]."),
+    measured: Optional[Path] = typer.Option(None, help="Image of the measured area, for a bare map image."),
+    grouping: Optional[Path] = typer.Option(None, help="CSV phase,group[,color] applied before measuring."),
+    min_section_px: Optional[int] = typer.Option(None, help="Smallest particle section, pixels [default: an "
+                                                             "equivalent circle of 3 pixels, i.e. 8]."),
+) -> None:
+    """2D characterization of a mineral map: particle sections, modal mineralogy, liberation."""
+    from mineral3d.grouping import PhaseGrouping
+    from mineral3d.io.mineral_maps import read_mineral_map
+    from mineral3d.pipeline.map_measure import measure_map, write_map_measurements
+
+    m = read_mineral_map(source, phases=phases, pixel_size_um=pixel_um, measured=measured)
+    if grouping is not None:
+        m = m.grouped(PhaseGrouping.from_csv(grouping))
+    if target is not None and target not in m.phase_table.names:
+        raise InputError("--target", f"phase {target!r} is not in the map's phase table")
+    with err.status("measuring particle sections"):
+        result = measure_map(m, target=target, min_size_px=min_section_px)
+    write_map_measurements(out_dir, m, result)
+    s = result["summary"]
+    out.print(f"{s['sections']} particle sections ({s['sections_cut']} cut by the measured area's edge), "
+              f"{s['specks']['count']} specks below {s['specks']['min_section_px']} px")
+    modal = result["modal"]
+    top = modal[modal["id"] != 255].head(5)
+    out.print("modal (% of classified): " + ", ".join(f"{r.phase} {r.percent_of_classified:.1f}"
+                                                      for r in top.itertuples()))
+    line = "  ".join(f"L({t})={v:.3f}" for t, v in s["liberation_2d"].items() if v is not None)
+    out.print(f"{s['target_phase']}: {s['target_area_percent']:.2f}% of section material; 2D liberation {line}")
+    out.print(f"wrote {out_dir}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -53,3 +53,41 @@ def registration_overlay(ct_plane: np.ndarray, ids: np.ndarray, table: PhaseTabl
     right = np.where(check[..., None], grey, colours)
     gap = np.full((ids.shape[0], 8, 3), 255, np.uint8)
     return np.concatenate([left, gap, right], axis=1)
+
+
+def map_outlines(ids: np.ndarray, labels: np.ndarray, cut: np.ndarray, table: PhaseTable, *,
+                 measured: np.ndarray | None = None, thickness: int = 1) -> np.ndarray:
+    """A mineral map in its phase colours with particle-section outlines.
+
+    Outlines are white for measured sections and red for sections cut by the edge of the
+    measured area; unmeasured pixels are mid grey, unclassified pixels light grey.
+
+    Parameters
+    ----------
+    ids : (H, W) uint8 ndarray
+    labels : (H, W) int ndarray
+        Section ids (0 = none), as from :func:`~mineral3d.measure.sections2d.map_section_table`.
+    cut : (n + 1,) bool ndarray
+        Per section id, whether it is cut (index 0 unused).
+    table : PhaseTable
+    measured : (H, W) bool ndarray, optional
+    thickness : int
+        Outline thickness, pixels.
+
+    Returns
+    -------
+    (H, W, 3) uint8 RGB image.
+    """
+    from scipy import ndimage as ndi
+
+    rgb = table.color_lut()[ids]
+    rgb[ids == 255] = (200, 200, 200)
+    if measured is not None:
+        rgb[~measured] = (128, 128, 128)
+    edge = boundaries(labels) & (labels > 0)
+    if thickness > 1:
+        edge = ndi.binary_dilation(edge, iterations=thickness - 1) & (labels > 0)
+    is_cut = np.asarray(cut, bool)[labels]
+    rgb[edge & ~is_cut] = (255, 255, 255)
+    rgb[edge & is_cut] = (255, 0, 0)
+    return rgb

@@ -79,11 +79,6 @@ class PhaseTable:
                 raise InputError(self.source, f"duplicate phase id {pid}")
         if RESIN not in ids:
             raise InputError(self.source, "no phase with id 0 (everything that is not particle material)")
-        colors = [p.color for p in self.phases]
-        for i, c in enumerate(colors):
-            if c in colors[:i]:
-                raise InputError(self.source, f"phases {names[colors.index(c)]!r} and {names[i]!r} share colour "
-                                 f"{self.phases[i].hex}: RGB maps could not be decoded")
         if self.target is not None and self.target not in names:
             raise InputError(self.source, f"target phase {self.target!r} is not in the table "
                              f"(phases: {', '.join(names)})")
@@ -151,6 +146,11 @@ class PhaseTable:
                 return p.id
         raise InputError(self.source, f"phase {name!r} is not in the table (phases: {', '.join(self.names)})")
 
+    def phase(self, name: str) -> Phase:
+        """The phase called ``name``."""
+        self.id_of(name)  # raises a clear error for an unknown name
+        return self.phases[self.names.index(name)]
+
     def name_of(self, pid: int) -> str:
         for p in self.phases:
             if p.id == pid:
@@ -209,7 +209,7 @@ class PhaseTable:
     def _decode_rgb(self, rgb: np.ndarray, source: str) -> np.ndarray:
         code = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
         table_codes = np.array([(r << 16) | (g << 8) | b for r, g, b in (p.color for p in self.phases)], np.uint32)
-        order = np.argsort(table_codes)
+        order = np.argsort(table_codes, kind="stable")
         sorted_codes = table_codes[order]
         idx = np.searchsorted(sorted_codes, code)
         idx = np.minimum(idx, len(sorted_codes) - 1)
@@ -219,6 +219,13 @@ class PhaseTable:
             v, c = int(values[np.argmax(counts)]), int(counts.max())
             more = f" (and {len(values) - 1} more unknown colours)" if len(values) > 1 else ""
             raise InputError(source, f"map colour #{v:06x} on {c} pixels is not in the phase table{more}")
+        shared, n_shared = np.unique(table_codes, return_counts=True)
+        for v in shared[n_shared > 1]:
+            used = int(np.count_nonzero(code == v))
+            if used:
+                who = [p.name for p in self.phases if ((p.color[0] << 16) | (p.color[1] << 8) | p.color[2]) == v]
+                raise InputError(source, f"map colour #{int(v):06x} on {used} pixels is shared by phases "
+                                 f"{', '.join(map(repr, who))}: give the map as phase ids or give them distinct colours")
         return self.ids[order][idx]
 
     def encode_rgb(self, ids: np.ndarray) -> np.ndarray:

@@ -141,11 +141,11 @@ def fig_psd(particles: pd.DataFrame) -> str:
     return _png(fig)
 
 
-def fig_spectrum(lib: pd.DataFrame, target: str) -> str:
+def fig_spectrum_axes(ax, lib: pd.DataFrame, target: str) -> None:
+    """Draw the grade liberation spectrum of every method in ``lib`` on ``ax``."""
     d = lib[(lib["size_class"] == "all") & (lib["basis"] == "grade")]
     classes = list(dict.fromkeys(d["grade_class"]))
     methods = [m for m in METHOD_LABEL if m in set(d["method"])]
-    fig, ax = plt.subplots(figsize=(8, 3.8))
     w = 0.8 / max(len(methods), 1)
     x = np.arange(len(classes))
     for i, m in enumerate(methods):
@@ -157,6 +157,11 @@ def fig_spectrum(lib: pd.DataFrame, target: str) -> str:
     ax.set_ylabel(f"share of all {target} (%)")
     ax.set_title(f"Liberation spectrum of {target}")
     ax.legend(fontsize=8)
+
+
+def fig_spectrum(lib: pd.DataFrame, target: str) -> str:
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig_spectrum_axes(ax, lib, target)
     return _png(fig)
 
 

@@ -49,6 +49,7 @@ class SampleConfig:
     target: str
     sections: tuple[SectionConfig, ...] = ()
     sieve_um: tuple[float, float] | None = None
+    grouping: Path | None = None
 
     def section(self, name: str) -> SectionConfig:
         for s in self.sections:
@@ -112,6 +113,10 @@ def parse_sample_toml(path: str | os.PathLike) -> SampleConfig:
     ph = _table(data, "phases", path)
     phases_path = root / _string(ph, "path", path, "[phases] ")
     target = _string(ph, "target", path, "[phases] ")
+    grouping = ph.get("grouping")
+    if grouping is not None and (not isinstance(grouping, str) or not grouping):
+        raise InputError(path, f"[phases] grouping must be a path string, got {grouping!r}")
+    grouping = None if grouping is None else root / grouping
 
     raw_sections = data.get("sections", [])
     if not isinstance(raw_sections, list) or not all(isinstance(s, dict) for s in raw_sections):
@@ -134,8 +139,9 @@ def parse_sample_toml(path: str | os.PathLike) -> SampleConfig:
             role=role, bse=None if bse is None else root / bse))
 
     cfg = SampleConfig(root=root, name=name, ct=ct_path, voxel_size_um=voxel, phases=phases_path,
-                       target=target, sections=tuple(sections), sieve_um=sieve)
-    for f in [cfg.ct, cfg.phases] + [s.map for s in sections] + [s.bse for s in sections if s.bse]:
+                       target=target, sections=tuple(sections), sieve_um=sieve, grouping=grouping)
+    files = [cfg.ct, cfg.phases] + ([grouping] if grouping else [])
+    for f in files + [s.map for s in sections] + [s.bse for s in sections if s.bse]:
         if not f.exists():
             raise InputError(f, f"file not found (named in {path})")
     return cfg
@@ -157,8 +163,25 @@ class Sample:
         return self.config.voxel_size_um
 
     @cached_property
+    def _tables(self) -> tuple[PhaseTable, PhaseTable, np.ndarray | None]:
+        """(source table, table in use, source id -> id lut or None): ``[phases] grouping`` applied."""
+        if self.config.grouping is None:
+            t = PhaseTable.from_csv(self.config.phases, target=self.config.target)
+            return t, t, None
+        from mineral3d.grouping import PhaseGrouping
+
+        raw = PhaseTable.from_csv(self.config.phases)
+        g = PhaseGrouping.from_csv(self.config.grouping)
+        grouped, lut = g.apply(raw)
+        target = self.config.target
+        if target in raw.names and target not in grouped.names:
+            target = g.groups.get(target, target)
+        return raw, grouped.with_target(target), lut
+
+    @property
     def phase_table(self) -> PhaseTable:
-        return PhaseTable.from_csv(self.config.phases, target=self.config.target)
+        """The phase table in use (grouped when ``[phases] grouping`` names a grouping CSV)."""
+        return self._tables[1]
 
     def ct(self) -> np.ndarray:
         """The CT volume (Z, Y, X), uint8/uint16/float32."""
@@ -172,7 +195,9 @@ class Sample:
         if key not in self._cache:
             sec = self.config.section(name)
             raw = read_image(sec.map, name="mineral map")
-            self._cache[key] = self.phase_table.decode_map(raw, source=os.fspath(sec.map))
+            source_table, _, lut = self._tables
+            ids = source_table.decode_map(raw, source=os.fspath(sec.map))
+            self._cache[key] = ids if lut is None else lut[ids]
         return self._cache[key]
 
     def section_bse(self, name: str) -> np.ndarray | None:
@@ -198,7 +223,10 @@ class Sample:
         return (self.root / "truth").is_dir()
 
     def truth_phases(self) -> np.ndarray:
-        return self._truth_volume("phases.tif")
+        """True phase ids (grouped like the phase table in use)."""
+        ph = self._truth_volume("phases.tif")
+        lut = self._tables[2]
+        return ph if lut is None else lut[ph]
 
     def truth_particles(self) -> np.ndarray:
         return self._truth_volume("particles.tif")

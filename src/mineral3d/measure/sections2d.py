@@ -2,13 +2,16 @@
 
 Both give a :class:`~mineral3d.measure.liberation.Population` of particle sections
 (areas in µm^2), so 2D liberation uses exactly the 3D definitions. A particle section is
-one 8-connected 2D piece of a particle; sections touching the image border are dropped.
+one 8-connected 2D piece of a particle; sections cut by the image border (or, on a map, by
+the edge of the measured area) are left out of liberation.
 """
 
 from __future__ import annotations
 
 import cc3d
 import numpy as np
+import pandas as pd
+import scipy.ndimage as ndi
 
 from mineral3d.measure.liberation import Population
 from mineral3d.phases import RESIN, UNCLASSIFIED
@@ -93,13 +96,116 @@ def virtual_sections(labels: np.ndarray, phases: np.ndarray, *, step: int, voxel
                         ("amount", "target", "exposure", "size_um", "group")))
 
 
-def map_sections(ids: np.ndarray, *, pixel_size_um: float, target_id: int, group_offset: int = 0) -> Population:
-    """Particle sections of an SEM mineral map: 8-connected regions that are not resin.
+def map_sections(ids: np.ndarray, *, pixel_size_um: float, target_id: int, group_offset: int = 0,
+                 measured: np.ndarray | None = None, min_size_px: int | None = None) -> Population:
+    """Liberation population of an SEM mineral map (see :func:`map_section_table`).
 
-    Unclassified pixels join regions but count in no phase. Touching particles merge, as
-    they do in a 2D analysis. ``group`` numbers the sections from ``group_offset``.
+    Touching particles merge, as they do in any 2D analysis. ``group`` numbers the sections
+    from ``group_offset``.
+    """
+    table, _ = map_section_table(ids, pixel_size_um=pixel_size_um, target_id=target_id, measured=measured,
+                                 min_size_px=min_size_px)
+    return table_population(table, group_offset=group_offset)
+
+
+MIN_SECTION_ECD_PX = 3.0
+"""Default smallest particle section: equivalent circle diameter 3 pixels (area >= 8 pixels).
+
+Smaller regions are below what the map resolves: their every pixel is a boundary pixel, so
+neither grade nor exposure means anything, and on real maps they are mostly polishing
+debris, dust and isolated misindexed pixels. Counted in the summary as specks, not sections.
+"""
+
+
+def min_section_px(ecd_px: float = MIN_SECTION_ECD_PX) -> int:
+    """Smallest section area, pixels, for an equivalent circle diameter in pixels."""
+    return max(1, int(np.ceil(np.pi / 4 * ecd_px ** 2)))
+
+
+def map_section_table(ids: np.ndarray, *, pixel_size_um: float, target_id: int, phase_table=None,
+                      measured: np.ndarray | None = None,
+                      min_size_px: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Particle sections of a mineral map, one row each (the 2D particle table).
+
+    A section is an 8-connected region of non-resin pixels (unclassified pixels inside it
+    belong to it but to no phase). It is ``cut`` when it touches the image border or a pixel
+    outside the measured area (8-neighbourhood): its true extent is unknown, so it is kept in
+    the table but left out of liberation.
+
+    Parameters
+    ----------
+    ids : (H, W) uint8 ndarray
+        Phase ids (0 resin, 255 unclassified / not measured).
+    pixel_size_um : float
+        Pixel edge, µm.
+    target_id : int
+        Phase id of the target.
+    phase_table : PhaseTable, optional
+        Adds a ``<phase>_um2`` column per material phase present.
+    measured : (H, W) bool ndarray, optional
+        The measured area; default: every pixel.
+    min_size_px : int, optional
+        Regions smaller than this are specks, not sections; default :func:`min_section_px`.
+
+    Returns
+    -------
+    table : DataFrame
+        ``section`` (1..n, the ids of ``labels``), ``row``/``col`` (centroid, pixels),
+        ``area_um2``, ``ecd_um``, ``cut``, ``unclassified_um2``, ``material_um2`` (classified
+        particle material), ``target_um2``, ``grade``, ``exposure`` (share of the
+        section's boundary pixels that are target), then ``<phase>_um2`` for every
+        material phase present in the map.
+    labels : (H, W) int32 ndarray
+        Section ids; 0 for resin, specks and unmeasured pixels.
     """
     ids = np.asarray(ids, np.uint8)
-    regions = cc3d.connected_components((ids != RESIN)[None], connectivity=26)[0:1]
-    pop = _pieces_population(regions, ids[None], None, target_id=target_id, pixel_um=pixel_size_um)
-    return Population(pop.amount, pop.target, pop.exposure, pop.size_um, pop.group + group_offset)
+    measured = np.ones(ids.shape, bool) if measured is None else np.asarray(measured, bool)
+    min_size_px = min_section_px() if min_size_px is None else int(min_size_px)
+    regions = cc3d.connected_components(((ids != RESIN) & measured)[None], connectivity=26)[0].astype(np.int64)
+    area = np.bincount(regions.ravel())
+    keep = area >= min_size_px
+    keep[0] = False
+    remap = np.zeros(area.size, np.int64)
+    remap[keep] = np.arange(1, int(keep.sum()) + 1)
+    labels = remap[regions].astype(np.int32)
+    n = int(keep.sum()) + 1
+    cut = np.zeros(n, bool)
+    outside = ~measured
+    near = ndi.binary_dilation(outside, structure=np.ones((3, 3), bool)) if outside.any() else outside
+    cut[np.unique(labels[near])] = True
+    for sl in ((0, slice(None)), (-1, slice(None)), (slice(None), 0), (slice(None), -1)):
+        cut[np.unique(labels[sl])] = True
+    flat_l = labels.ravel()
+    counts = np.bincount(flat_l.astype(np.int64) * 256 + ids.ravel(), minlength=n * 256).reshape(n, 256)
+    a2 = pixel_size_um ** 2
+    tid = target_id
+    material = counts.sum(axis=1) - counts[:, RESIN] - counts[:, UNCLASSIFIED]
+    rows, cols = np.indices(ids.shape)
+    npx = np.maximum(counts.sum(axis=1), 1)
+    frame = {
+        "section": np.arange(n),
+        "row": np.bincount(flat_l, weights=rows.ravel(), minlength=n) / npx,
+        "col": np.bincount(flat_l, weights=cols.ravel(), minlength=n) / npx,
+        "area_um2": counts.sum(axis=1) * a2,
+        "ecd_um": np.sqrt(4 * counts.sum(axis=1) * a2 / np.pi),
+        "cut": cut,
+        "unclassified_um2": counts[:, UNCLASSIFIED] * a2,
+        "material_um2": material * a2,
+        "target_um2": counts[:, tid] * a2,
+        "grade": np.divide(counts[:, tid], material, out=np.zeros(n), where=material > 0),
+        "exposure": _perimeter_target_share(labels[None], ids[None], tid, n),
+    }
+    present = counts[1:].sum(axis=0)
+    for p in (phase_table.material if phase_table is not None else ()):
+        if present[p.id]:
+            frame[f"{p.name}_um2"] = counts[:, p.id] * a2
+    table = pd.DataFrame(frame).iloc[1:].reset_index(drop=True)
+    return table, labels
+
+
+def table_population(table: pd.DataFrame, *, group_offset: int = 0) -> Population:
+    """Liberation population of a map section table: sections not cut, with classified material."""
+    t = table[~table["cut"] & (table["material_um2"] > 0)]
+    return Population(amount=t["material_um2"].to_numpy(float), target=t["target_um2"].to_numpy(float),
+                      exposure=t["exposure"].to_numpy(float), size_um=t["ecd_um"].to_numpy(float),
+                      group=t["section"].to_numpy(np.int64) + group_offset)

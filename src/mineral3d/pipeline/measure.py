@@ -98,7 +98,7 @@ def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, pha
         parts, offset = [], 0
         for m in maps:
             p = map_sections(m.ids, pixel_size_um=m.pixel_size_um, target_id=tid, group_offset=offset)
-            offset += len(p) + 1 if len(p) else 1
+            offset = int(p.group.max()) + 1 if len(p) else offset + 1
             parts.append(p)
         pop2m = lib.Population(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                                  ("amount", "target", "exposure", "size_um", "group")))
