@@ -169,7 +169,8 @@ def test_labels_need_not_be_consecutive():
 
 def test_grade_classes_and_cumulative_liberation():
     g = np.array([0.0, 0.05, 0.1, 0.15, 0.9, 0.95, 1.0])
-    assert list(lib.grade_class(g)) == [0, 1, 1, 2, 9, 10, 11]
+    assert list(lib.grade_class(g)) == [0, 1, 2, 2, 10, 11, 12]
+    assert lib.GRADE_CLASSES[10] == "[90,95)" and len(lib.GRADE_CLASSES) == 13
     amount = np.ones(7)
     pop = lib.Population(amount, g * amount, g, np.full(7, 50.0), np.arange(7))
     total = g.sum()

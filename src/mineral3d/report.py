@@ -215,7 +215,7 @@ def fig_grade_recovery(gr: pd.DataFrame, target: str) -> str:
     return _png(fig)
 
 
-def fig_by_size(lib: pd.DataFrame, target: str, threshold: str = "(80,90]") -> str | None:
+def fig_by_size(lib: pd.DataFrame, target: str, threshold: str = "[80,90)") -> str | None:
     d = lib[(lib["size_class"] != "all") & (lib["basis"] == "grade")]
     if not len(d):
         return None

@@ -5,7 +5,8 @@ A :class:`Population` is a set of particles (3D: volumes in µm^3) or particle s
 phase, the grade is g = target / amount. Over a population:
 
 - liberation spectrum: the share of all target held by particles in each grade class
-  [0], (0,10%], (10,20%], ..., (80,90%], (90,100%), [100%];
+  0, (0,10%), [10,20%), ..., [80,90%), [90,95%), [95,100%), 100% (closed below, so that
+  L(0.8), L(0.9) and L(0.95) are sums of whole classes);
 - cumulative liberation L(t) = sum(target_i for g_i >= t) / sum(target_i);
 - the same with surface exposure (the share of a particle's surface, or a section's
   perimeter, formed by the target) in place of the grade;
@@ -24,8 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-GRADE_CLASSES = ["0", "(0,10]", "(10,20]", "(20,30]", "(30,40]", "(40,50]", "(50,60]", "(60,70]", "(70,80]",
-                 "(80,90]", "(90,100)", "100"]
+LOWER_EDGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+"""Lower bounds of the interior grade classes: every threshold of :data:`THRESHOLDS` is one."""
+GRADE_CLASSES = ["0", "(0,10)"] + [f"[{round(a * 100)},{round(b * 100)})" for a, b in
+                                   zip(LOWER_EDGES[1:], LOWER_EDGES[2:] + (1.0,))] + ["100"]
+CLASS_LOWER = (0.0, 0.0) + LOWER_EDGES[1:] + (1.0,)
+"""Lower grade bound of each class: L(t) for a threshold in LOWER_EDGES is the sum of the
+target shares of the classes whose lower bound is >= t."""
 THRESHOLDS = (0.8, 0.9, 0.95)
 _EPS = 1e-9
 
@@ -79,11 +85,14 @@ class Population:
 
 
 def grade_class(x: np.ndarray) -> np.ndarray:
-    """Index into :data:`GRADE_CLASSES` of each grade (or exposure) in [0, 1]."""
+    """Index into :data:`GRADE_CLASSES` of each grade (or exposure) in [0, 1].
+
+    Classes are closed below: 0 exactly, (0, 0.1), [0.1, 0.2), ..., [0.9, 0.95), [0.95, 1), 1.
+    """
     x = np.asarray(x, float)
-    idx = np.clip(np.ceil(x * 10 - _EPS), 1, 10).astype(int)
+    idx = np.clip(np.searchsorted(np.asarray(LOWER_EDGES), x + _EPS, side="right"), 1, len(GRADE_CLASSES) - 2)
     idx[x <= _EPS] = 0
-    idx[x >= 1 - _EPS] = 11
+    idx[x >= 1 - _EPS] = len(GRADE_CLASSES) - 1
     return idx
 
 
