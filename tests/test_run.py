@@ -30,8 +30,10 @@ def full_run(small_sample, fast_config, tmp_path_factory):
 def test_run_writes_every_output(full_run):
     for name in ("registration/registration.json", "model/model.json", "segmentation.zarr/phases/zarr.json",
                  "segmentation.zarr/particles/zarr.json", "particles.csv", "particles.parquet", "liberation.csv",
-                 "validation.json", "summary.json", "report.html", "config.json", "run.json"):
+                 "validation.json", "summary.json", "report.html", "config.json", "run.json", "kernel/status.json"):
         assert (full_run / name).exists(), name
+    status = json.loads((full_run / "kernel" / "status.json").read_text())
+    assert status["kernel"] == (full_run / "kernel" / "kernel.json").exists()  # a small sample may have too few
     html = (full_run / "report.html").read_text()
     import base64
     import io
@@ -78,7 +80,7 @@ def test_changed_setting_reruns_only_what_depends_on_it(small_sample, fast_confi
     shutil.copytree(full_run, out)
     cfg = dataclasses.replace(fast_config, particles=dataclasses.replace(fast_config.particles, neck_ratio=0.8))
     t = run(open_run(small_sample, out, config=cfg, log=lambda m: None))
-    assert [k for k, v in t.items() if not v["skipped"]] == ["particles", "measure", "report"]
+    assert [k for k, v in t.items() if not v["skipped"]] == ["particles", "measure", "kernel", "report"]
 
 
 def test_config_validation(tmp_path):

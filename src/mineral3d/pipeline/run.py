@@ -62,6 +62,14 @@ class MeasureSettings:
 
 
 @dataclass(frozen=True)
+class KernelSettings:
+    """The 2D -> 3D kernel of this run's 3D result, and the correction of its own SEM maps."""
+
+    n_directions: int = 32
+    n_boot: int = 500
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Every setting of ``mineral3d run`` (print them with ``mineral3d config --defaults``)."""
 
@@ -72,6 +80,7 @@ class RunConfig:
     segment: SegmentSettings = field(default_factory=SegmentSettings)
     particles: ParticleSettings = field(default_factory=ParticleSettings)
     measure: MeasureSettings = field(default_factory=MeasureSettings)
+    kernel: KernelSettings = field(default_factory=KernelSettings)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -162,7 +171,7 @@ class RunContext:
     timings: dict = field(default_factory=dict)
 
 
-STEPS = ("register", "train", "segment", "particles", "measure", "validate", "report")
+STEPS = ("register", "train", "segment", "particles", "measure", "kernel", "validate", "report")
 
 
 def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:

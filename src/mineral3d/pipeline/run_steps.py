@@ -48,8 +48,10 @@ SPEC = {
                               [_seg(ctx) / "particles" / "zarr.json"]),
     "measure": lambda ctx: (["particles"], [asdict(ctx.config.measure), ctx.config.seed], _sample_files(ctx),
                             [ctx.out / "summary.json"]),
+    "kernel": lambda ctx: (["measure"], [asdict(ctx.config.kernel), ctx.config.seed], _sample_files(ctx),
+                           [ctx.out / "kernel" / "status.json"]),
     "validate": lambda ctx: (["segment", "register"], [], _sample_files(ctx), [ctx.out / "validation.json"]),
-    "report": lambda ctx: (["measure", "validate"], [], [], [ctx.out / "report.html"]),
+    "report": lambda ctx: (["measure", "kernel", "validate"], [], [], [ctx.out / "report.html"]),
 }
 
 
@@ -160,6 +162,58 @@ def step_measure(ctx) -> None:
     result = measure(labels, phases, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, maps=maps,
                      config=config)
     write_measurements(ctx.out, result, config, inputs={"segmentation": str(_seg(ctx)), "sample": str(s.root)})
+
+
+def step_kernel(ctx) -> None:
+    """Kernel of this run's 3D result (reusable for 2D data of the same material and size fraction),
+    and the correction of this sample's own SEM maps with it (an in-sample check, shown in the report).
+
+    Writes ``kernel/kernel.json`` (a kernel folder), ``kernel/corrected.json`` and, last,
+    ``kernel/status.json``
+    (``{"kernel": true/false, "note": ...}``: too few particles inside the volume is not an error).
+    """
+    import numpy as np
+    import pandas as pd
+    import zarr
+
+    from mineral3d.measure.liberation import Population
+    from mineral3d.measure.sections2d import map_sections
+    from mineral3d.pipeline.kernel import correction, kernel_from_volumes, write_correction, write_kernel
+
+    s, cfg = ctx.sample, ctx.config.kernel
+    import shutil
+
+    folder = ctx.out / "kernel"
+    shutil.rmtree(folder, ignore_errors=True)
+    table = s.phase_table
+    phases = zarr.open_array(store=str(_seg(ctx) / "phases"), mode="r")[...]
+    labels = zarr.open_array(store=str(_seg(ctx) / "particles"), mode="r")[...]
+    parts = pd.read_csv(ctx.out / "particles.csv")
+    try:
+        k = kernel_from_volumes(labels, phases, parts, target=table.target, target_id=table.target_id,
+                                voxel_size_um=s.voxel_size_um, n_directions=cfg.n_directions, seed=ctx.config.seed,
+                                source=str(ctx.out))
+    except InputError as exc:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / "status.json", {"kernel": False, "note": exc.problem})
+        return
+    write_kernel(folder, k)  # the kernel folder itself: `mineral3d correct OUT/kernel --maps ...`
+    pops, offset = [], 0
+    for c in s.config.sections:
+        p = map_sections(s.section_map(c.name), pixel_size_um=c.pixel_size_um, target_id=table.target_id,
+                         group_offset=offset)
+        offset = int(p.group.max()) + 1 if len(p) else offset + 1
+        pops.append(p)
+    note = "in-sample: the kernel and the corrected SEM maps come from the same sample"
+    if pops and sum(len(p) for p in pops):
+        pop = Population(*(np.concatenate([getattr(p, f) for p in pops]) for f in
+                           ("amount", "target", "exposure", "size_um", "group")))
+        r = correction(k, pop, n_boot=cfg.n_boot, seed=ctx.config.seed,
+                       source=f"{s.root}: all sections ({', '.join(c.name for c in s.config.sections)})")
+        write_correction(folder, r)
+    else:
+        note = "no SEM map section to correct"
+    write_json(folder / "status.json", {"kernel": True, "note": note, "particles": k.provenance["particles"]})
 
 
 def step_validate(ctx) -> None:
