@@ -19,12 +19,15 @@ target volume (Delesse), so the target-weighted 2D spectrum obeys
 ``E[s2] = K^T s3`` where ``s3`` is the 3D spectrum (share of target in each 3D class).
 
 **Inversion.** ``s3`` is estimated from an observed ``s2`` by non-negative least squares
-with sum(s3) = 1 and a minimum-change penalty ``lam * ||s3 - s2||^2`` (pulling the estimate
-towards the uncorrected spectrum where the kernel leaves it undetermined). ``lam`` is chosen
-by cross-validation on the kernel's own particles (:func:`choose_lambda`): held-out groups of
-particles, whose random sections are a 2D measurement with a known 3D answer, are corrected
-with a kernel of the others. Where 2D and 3D agree by construction (``K`` = identity) the
-estimate is the input, whatever ``lam``.
+with sum(s3) = 1 and a penalty ``lam * ||s3 - p||^2`` towards the 3D spectrum ``p`` of the
+kernel's own particles (the material's spectrum: the 2D data are of the same material; an
+empirical-Bayes shrinkage where the kernel leaves the spectrum undetermined). ``lam`` is
+chosen by cross-validation on the kernel's own particles (:func:`choose_lambda`): held-out
+groups of particles, whose random sections are a 2D measurement with a known 3D answer, are
+corrected with a kernel and prior of the others. Where 2D and 3D agree by construction
+(``K`` = identity) any penalty only adds error in the cross-validation, so ``lam`` = 0 and
+the estimate is the input. (A minimum-change prior, towards the 2D spectrum itself, did
+worse on generated samples: mean |error| of L(0.8) 0.085 against 0.041.)
 
 **Uncertainty.** A bootstrap resamples both the 2D data (sections; virtual sections grouped
 by their parent particle) and the kernel's particles, and repeats the inversion with the
@@ -290,9 +293,13 @@ def build_kernel(labels: np.ndarray, phases: np.ndarray, pop3d: Population, *, t
 
 # --- inversion ---------------------------------------------------------------------------------
 
-def invert(k: np.ndarray, s2: np.ndarray, lam: float) -> np.ndarray:
-    """argmin ||K^T x - s2||^2 + lam ||x - s2||^2, x >= 0, sum(x) = sum(s2); class 0 stays 0."""
+def invert(k: np.ndarray, s2: np.ndarray, lam: float, prior: np.ndarray | None = None) -> np.ndarray:
+    """argmin ||K^T x - s2||^2 + lam ||x - prior||^2, x >= 0, sum(x) = sum(s2); class 0 stays 0.
+
+    ``prior`` (a spectrum summing to 1) defaults to ``s2`` itself (minimum change).
+    """
     s2 = np.asarray(s2, float)
+    prior = s2 if prior is None else np.asarray(prior, float) * s2.sum()
     total = s2.sum()
     if total <= 0:
         return np.zeros_like(s2)
@@ -300,7 +307,7 @@ def invert(k: np.ndarray, s2: np.ndarray, lam: float) -> np.ndarray:
     a = k.T[:, free]
     big = 1e3
     rows = [a, np.sqrt(lam) * np.eye(len(free)), big * np.ones((1, len(free)))]
-    rhs = [s2, np.sqrt(lam) * s2[free], [big * total]]
+    rhs = [s2, np.sqrt(lam) * prior[free], [big * total]]
     x_free, _ = nnls(np.vstack(rows), np.concatenate(rhs), maxiter=50 * len(free))
     x = np.zeros(N_CLASSES)
     x[free] = x_free
@@ -312,14 +319,14 @@ LAMBDAS = np.concatenate([[0.0], np.logspace(-4, 1, 11)])
 
 def choose_lambda(kernel: Kernel, *, thresholds=(0.8, 0.9, 0.95), folds: int = 5, repeats: int = 4,
                   seed: int = 0, size_class: int | None = None, grid: np.ndarray = LAMBDAS) -> float:
-    """``lam`` by cross-validation on the kernel's own particles.
+    """The penalty weight ``lam``, by cross-validation on the kernel's own particles.
 
     The kernel's particles are split into ``folds`` groups (``repeats`` random splits). For
-    each group, a kernel of the other particles inverts the group's own section spectrum
-    (its random sections are a 2D measurement of that group), and the estimate is scored
-    against the group's true 3D L(t). Of the ``lam`` whose squared error (summed over
-    thresholds, groups and splits) is within 1% of the smallest, the largest wins: the most
-    conservative correction the data support.
+    each group, a kernel and a prior (3D spectrum) of the other particles invert the group's
+    own section spectrum (its random sections are a 2D measurement of that group), and the
+    estimate is scored against the group's true 3D L(t). Of the ``lam`` whose squared error
+    (summed over thresholds, groups and splits) is within 1% of the smallest, the largest
+    wins.
     """
     rng = np.random.default_rng(seed)
     n = len(kernel.particle)
@@ -340,10 +347,11 @@ def choose_lambda(kernel: Kernel, *, thresholds=(0.8, 0.9, 0.95), folds: int = 5
                 continue
             s2 = s2 / s2.sum()
             truth = liberation_from_spectrum(spectrum(kernel.target_um3[test], kernel.grade_3d[test]), thresholds)
+            prior = spectrum(kernel.target_um3[train], kernel.grade_3d[train])
             for i, lam in enumerate(grid):
-                err[i] += float(np.sum((liberation_from_spectrum(invert(k, s2, float(lam)), thresholds) - truth) ** 2))
-    best = err.min()
-    return float(grid[np.flatnonzero(err <= best * 1.01 + 1e-12).max()])
+                est = liberation_from_spectrum(invert(k, s2, float(lam), prior), thresholds)
+                err[i] += float(np.sum((est - truth) ** 2))
+    return float(grid[int(np.flatnonzero(err <= err.min() * 1.01 + 1e-12).max())])
 
 
 def _unit_resample(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -373,13 +381,15 @@ def correct(kernel: Kernel, pop2d: Population, *, thresholds=(0.8, 0.9, 0.95), n
     for b in range(n_boot):
         boot_s2[b] = population_spectrum(pop2d.subset(_unit_resample(pop2d.group, rng)))
     lam = choose_lambda(kernel, thresholds=thresholds, seed=seed, size_class=size_class)
-    x = invert(k, s2, lam)
+    prior = kernel.spectrum_3d()
+    x = invert(k, s2, lam, prior)
     classes3 = kernel.class_3d
     boot_l = np.empty((n_boot, len(thresholds)))
     for b in range(n_boot):
         rows = rng.integers(0, len(classes3), len(classes3))  # the kernel's particles, with replacement
         kb = kernel.matrix(size_class=size_class, rows=rows)
-        boot_l[b] = liberation_from_spectrum(invert(kb, boot_s2[b], lam), thresholds)
+        pb = spectrum(kernel.target_um3[rows], kernel.grade_3d[rows])
+        boot_l[b] = liberation_from_spectrum(invert(kb, boot_s2[b], lam, pb), thresholds)
     keys = [f"{t:g}" for t in thresholds]
     lo, hi = np.percentile(boot_l, [2.5, 97.5], axis=0)
     l2_boot = liberation_from_spectrum(boot_s2, thresholds)
@@ -387,7 +397,7 @@ def correct(kernel: Kernel, pop2d: Population, *, thresholds=(0.8, 0.9, 0.95), n
     l2 = liberation_from_spectrum(s2, thresholds)
     l3 = liberation_from_spectrum(x, thresholds)
     return {"classes": GRADE_CLASSES, "spectrum_2d": s2.tolist(), "spectrum_3d_corrected": x.tolist(),
-            "lambda": lam,
+            "lambda": lam, "spectrum_3d_kernel": prior.tolist(),
             "liberation_2d": dict(zip(keys, map(float, l2))),
             "ci95_2d": {kk: [float(a), float(b)] for kk, a, b in zip(keys, lo2, hi2)},
             "liberation_3d_corrected": dict(zip(keys, map(float, l3))),
