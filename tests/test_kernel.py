@@ -113,3 +113,57 @@ def test_prisms_cut_across_their_axis_are_left_unchanged():
         assert r["liberation_2d"][t] == pytest.approx(l3[i])
         assert r["liberation_3d_corrected"][t] == pytest.approx(r["liberation_2d"][t], abs=1e-9)
     np.testing.assert_allclose(r["spectrum_3d_corrected"], r["spectrum_2d"], atol=1e-9)
+
+
+def test_cli_kernel_and_correct(tmp_path, capsys):
+    import json
+
+    import tifffile
+
+    from mineral3d.cli import main
+    from mineral3d.io import write_sample
+    from mineral3d.phases import Phase, PhaseTable
+    from mineral3d.pipeline.measure import MeasureConfig, measure, write_measurements
+
+    table = PhaseTable((Phase(0, "resin", (0, 0, 0)), Phase(1, "ore", (255, 0, 0)), Phase(2, "gangue", (0, 0, 255))),
+                       target="ore")
+    a_lab, a_ph = sphere_pack(1)
+    b_lab, b_ph = sphere_pack(2)
+    sample = tmp_path / "a"
+    write_sample(sample, name="packs", ct=(a_ph * 100).astype(np.uint8), voxel_size_um=1.0, phase_table=table,
+                 sections=[])
+    tifffile.imwrite(tmp_path / "a_ph.tif", a_ph)
+    tifffile.imwrite(tmp_path / "a_lab.tif", a_lab)
+    with pytest.raises(SystemExit) as exc:
+        main(["kernel", "--phases", str(tmp_path / "a_ph.tif"), "--particles", str(tmp_path / "a_lab.tif"),
+              "--sample", str(sample), "--directions", "12", "--out", str(tmp_path / "kernel")])
+    assert exc.value.code in (0, None)
+    assert json.loads((tmp_path / "kernel" / "kernel.json").read_text())["provenance"]["particles"] >= 150  # inside
+    # 2D input 1: the liberation.csv that `mineral3d measure` writes for sample B
+    result = measure(b_lab, b_ph, voxel_size_um=1.0, phase_table=table, config=MeasureConfig(n_boot=20))
+    write_measurements(tmp_path / "b_measure", result, MeasureConfig(n_boot=20), inputs={})
+    with pytest.raises(SystemExit) as exc:
+        main(["correct", str(tmp_path / "kernel"), "--liberation-2d", str(tmp_path / "b_measure" / "liberation.csv"),
+              "--boot", "100", "--out", str(tmp_path / "corr")])
+    assert exc.value.code in (0, None)
+    r = json.loads((tmp_path / "corr" / "corrected.json").read_text())
+    truth = lib.cumulative_liberation(population(b_lab, b_ph))
+    assert set(r["liberation_3d_corrected"]) == {"0.8", "0.9", "0.95"} and set(r["ci95"]) == {"0.8", "0.9", "0.95"}
+    assert r["liberation_2d"]["0.9"] == pytest.approx(result["summary"]["liberation_2d"]["0.9"])
+    assert abs(r["liberation_3d_corrected"]["0.9"] - truth[1]) < abs(r["liberation_2d"]["0.9"] - truth[1])
+    # 2D input 2: mineral maps (a plane of B as a map image with its phase table)
+    tifffile.imwrite(tmp_path / "map.tif", np.ascontiguousarray(b_ph[50]))
+    (tmp_path / "phases.csv").write_text(table.to_csv_text())
+    with pytest.raises(SystemExit) as exc:
+        main(["correct", str(tmp_path / "kernel"), "--maps", str(tmp_path / "map.tif"), "--phase-table",
+              str(tmp_path / "phases.csv"), "--pixel-um", "1", "--boot", "50", "--out", str(tmp_path / "corr2")])
+    assert exc.value.code in (0, None)
+    assert json.loads((tmp_path / "corr2" / "corrected.json").read_text())["n_sections"] >= 20
+    # errors are one line with exit code 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["correct", str(tmp_path / "kernel"), "--out", str(tmp_path / "c3")])
+    assert exc.value.code == 2 and "give --maps" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["correct", str(tmp_path / "nokernel"), "--liberation-2d", "x.csv", "--out", str(tmp_path / "c4")])
+    assert exc.value.code == 2 and "nokernel: file not found" in capsys.readouterr().err
