@@ -30,6 +30,11 @@ METHOD_STYLE = {"3d": dict(color="k", lw=2), "2d-virtual": dict(color="tab:blue"
                 "2d-map": dict(color="tab:red", ls=":")}
 
 
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -119,7 +124,7 @@ def fig_modal(summary: dict, val: dict, sample: Sample) -> str:
     ax.set_xticks(x, names)
     ax.set_ylabel("share of particle material (%)")
     ax.set_title("Modal mineralogy")
-    ax.legend(fontsize=8)
+    _legend(ax)
     return _png(fig)
 
 
@@ -137,7 +142,7 @@ def fig_psd(particles: pd.DataFrame) -> str:
     ax.set_ylabel("cumulative volume passing (%)")
     ax.set_title("Particle size distribution")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    _legend(ax)
     return _png(fig)
 
 
@@ -156,7 +161,7 @@ def fig_spectrum_axes(ax, lib: pd.DataFrame, target: str) -> None:
     ax.set_xlabel(f"particle grade class ({target} % of particle)")
     ax.set_ylabel(f"share of all {target} (%)")
     ax.set_title(f"Liberation spectrum of {target}")
-    ax.legend(fontsize=8)
+    _legend(ax)
 
 
 def fig_spectrum(lib: pd.DataFrame, target: str) -> str:
@@ -181,7 +186,7 @@ def fig_cumulative(curves: pd.DataFrame, particles: pd.DataFrame, target: str, *
         ax.set_ylabel(f"share of {target} in such particles (%)")
         ax.set_title(f"Cumulative liberation by {basis}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax)
     return _png(fig)
 
 
@@ -211,7 +216,7 @@ def fig_grade_recovery(gr: pd.DataFrame, target: str) -> str:
     ax.set_ylabel(f"cumulative {target} grade of concentrate (%)")
     ax.set_title("Grade-recovery (ideal separation by particle grade)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax)
     return _png(fig)
 
 
@@ -236,7 +241,7 @@ def fig_by_size(lib: pd.DataFrame, target: str, threshold: str = "[80,90)") -> s
     ax.set_xlabel("size class (µm, ESD in 3D, equivalent circle diameter in 2D)")
     ax.set_ylabel(f"{target} in particles ≥ 80% grade (%)")
     ax.set_title("Liberation by size class")
-    ax.legend(fontsize=8)
+    _legend(ax)
     return _png(fig)
 
 
@@ -346,7 +351,7 @@ def fig_correction(corr: dict, summary: dict, target: str) -> str:
     ax.set_ylabel(f"share of {target} in particles ≥ threshold (%)")
     ax.set_ylim(0, 105)
     ax.set_title("2D liberation corrected to 3D with the measured kernel")
-    ax.legend(fontsize=8)
+    _legend(ax)
     return _png(fig)
 
 
