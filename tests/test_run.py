@@ -139,3 +139,25 @@ def test_apply_uses_the_model_without_training(small_sample, full_run, tmp_path,
     a = zarr.open_array(store=str(out / "segmentation.zarr" / "phases"), mode="r")[...]
     b = zarr.open_array(store=str(full_run / "segmentation.zarr" / "phases"), mode="r")[...]
     assert (a == b).mean() > 0.999
+
+
+def test_apply_to_a_bare_ct(small_sample, full_run, tmp_path, capsys):
+    from mineral3d.cli import main
+
+    out = tmp_path / "bare"
+    cfg = tmp_path / "apply.json"
+    cfg.write_text(json.dumps({"segment": {"precision": "fp32"}, "measure": {"n_boot": 50}}))
+    with pytest.raises(SystemExit) as exc:
+        main(["apply", str(full_run / "model"), str(small_sample / "ct.tif"), "--out", str(out), "--device", "cpu",
+              "--config", str(cfg)])
+    assert exc.value.code == 2 and "give --voxel-um" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["apply", str(full_run / "model"), str(small_sample / "ct.tif"), "--voxel-um", "2", "--out", str(out),
+              "--device", "cpu", "--config", str(cfg)])
+    assert exc.value.code in (0, None)
+    assert (out / "report.html").exists() and (out / "sample" / "sample.toml").exists()
+    import zarr
+
+    a = zarr.open_array(store=str(out / "segmentation.zarr" / "phases"), mode="r")[...]
+    b = zarr.open_array(store=str(full_run / "segmentation.zarr" / "phases"), mode="r")[...]
+    assert (a == b).mean() > 0.999

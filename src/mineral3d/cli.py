@@ -557,18 +557,43 @@ def run_cmd(
 @app.command("apply")
 def apply_cmd(
     model: Path = typer.Argument(..., help="Model folder (from `mineral3d train` or a run's OUT/model)."),
-    sample: Path = typer.Argument(..., help="Sample folder; it needs no sections (another size fraction)."),
+    sample: Path = typer.Argument(..., help="Sample folder (it needs no sections: another size fraction), or a "
+                                            "bare CT volume (TIFF, slice folder, Zarr) with --voxel-um."),
     out_dir: Path = typer.Option(..., "--out", help="Output folder."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="JSON settings."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or auto."),
+    voxel_um: Optional[float] = typer.Option(None, help="Voxel size of a bare CT volume, µm [default: recorded in "
+                                                        "a Zarr CT]."),
     allow_resample: bool = typer.Option(True, "--allow-resample/--no-resample",
                                         help="Resample when the sample's voxel size differs from the model's."),
 ) -> None:
-    """Segment, measure and report a sample with a trained model (no training)."""
+    """Segment, measure and report a sample or a bare CT with a trained model (no training)."""
     from mineral3d.nn import load_model
 
-    load_model(model)  # a bad model folder fails before any work
+    m = load_model(model)  # a bad model folder fails before any work
+    if not ((sample / "sample.toml").exists() or sample.name == "sample.toml"):
+        sample = _bare_ct_sample(sample, out_dir, m, voxel_um)
     _run(sample, out_dir, _settings(config_file, device=device, allow_resample=allow_resample), model)
+
+
+def _bare_ct_sample(ct: Path, out_dir: Path, model, voxel_um: float | None) -> Path:
+    """Write ``OUT/sample`` (sample.toml + phases.csv) around a bare CT: phase table from the model."""
+    from mineral3d.io.atomic import write_text
+    from mineral3d.io.sample import sample_toml_text
+    from mineral3d.io.volumes import open_volume
+
+    vol, recorded = open_volume(ct, name="CT volume")  # validates the file before any work
+    voxel = voxel_um or recorded
+    if voxel is None or not voxel > 0:
+        raise InputError(ct, "a bare CT volume needs its voxel size: give --voxel-um")
+    if model.phase_table is None or model.phase_table.target is None:
+        raise InputError(ct, "the model records no phase table with a target: apply it to a sample folder")
+    folder = out_dir / "sample"
+    write_text(folder / "phases.csv", model.phase_table.to_csv_text())
+    write_text(folder / "sample.toml", sample_toml_text(name=ct.stem, voxel_size_um=voxel,
+                                                        target=model.phase_table.target, sections=[],
+                                                        ct_path=str(ct.resolve())))
+    return folder
 
 
 @app.command("report")
