@@ -33,7 +33,7 @@ import numpy as np
 from mineral3d.io import open_sample
 from mineral3d.measure import liberation as lib
 from mineral3d.measure.particles import particle_table
-from mineral3d.measure.sections2d import map_sections, virtual_sections
+from mineral3d.measure.sections2d import maps_population, virtual_sections
 from mineral3d.phantom import PhantomConfig, generate_sample
 from mineral3d.pipeline.kernel import correction, kernel_from_volumes
 from mineral3d.pipeline.measure import population_3d
@@ -44,14 +44,7 @@ def load(path: Path) -> dict:
     ph, lab, t = s.truth_phases(), s.truth_particles(), s.phase_table
     parts = particle_table(lab, ph, voxel_size_um=s.voxel_size_um, phase_table=t, calipers=False, exposure=False)
     pop = population_3d(parts, t.target)
-    maps, off = [], 0
-    for c in s.config.sections:
-        p = map_sections(s.section_map(c.name), pixel_size_um=c.pixel_size_um, target_id=t.target_id,
-                         group_offset=off)
-        off = int(p.group.max()) + 1 if len(p) else off + 1
-        maps.append(p)
-    pm = lib.Population(*(np.concatenate([getattr(p, f) for p in maps]) for f in
-                          ("amount", "target", "exposure", "size_um", "group")))
+    pm = maps_population((s.section_map(c.name), c.pixel_size_um, t.target_id, None) for c in s.config.sections)
     step = max(2, int(round(float(np.median(parts["esd_um"])) / s.voxel_size_um / 3)))
     pv = virtual_sections(lab, ph, step=step, voxel_size_um=s.voxel_size_um, target_id=t.target_id)
     t0 = time.perf_counter()

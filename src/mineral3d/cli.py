@@ -775,12 +775,9 @@ def correct(
     seed: int = typer.Option(0, help="Seed of the bootstrap and of the cross-validation."),
 ) -> None:
     """Estimate 3D liberation from 2D data with a measured kernel (regularised non-negative inversion)."""
-    import numpy as np
-
     from mineral3d.io import open_sample
     from mineral3d.io.mineral_maps import read_mineral_map
-    from mineral3d.measure.liberation import Population
-    from mineral3d.measure.sections2d import map_sections
+    from mineral3d.measure.sections2d import maps_population
     from mineral3d.pipeline.kernel import (correction, population_from_liberation_csv, read_kernel,
                                            write_correction)
 
@@ -792,26 +789,21 @@ def correct(
         pop, used = population_from_liberation_csv(liberation_2d, method=method)
         source = f"{liberation_2d} ({used})"
     else:
-        pops, offset = [], 0
+        items = []
         for m in maps:
             if (m / "sample.toml").exists():
                 s = open_sample(m)
-                items = [(s.section_map(c.name), c.pixel_size_um, s.phase_table, f"{m}:{c.name}", None)
-                         for c in s.config.sections]
+                items += [(s.section_map(c.name), c.pixel_size_um, s.phase_table, f"{m}:{c.name}", None)
+                          for c in s.config.sections]
             else:
                 mm = read_mineral_map(m, phases=phase_table, pixel_size_um=pixel_um)
                 if mm.pixel_size_um is None:
                     raise InputError(m, "the pixel size is unknown: give --pixel-um")
-                items = [(mm.ids, mm.pixel_size_um, mm.phase_table, str(m), mm.measured)]
-            for ids, px, table, name, measured in items:
-                if target not in table.names:
-                    raise InputError(name, f"the kernel's target {target!r} is not in this map's phase table")
-                p = map_sections(ids, pixel_size_um=px, target_id=table.id_of(target), group_offset=offset,
-                                 measured=measured)
-                offset = int(p.group.max()) + 1 if len(p) else offset + 1
-                pops.append(p)
-        pop = Population(*(np.concatenate([getattr(p, f) for p in pops]) for f in
-                           ("amount", "target", "exposure", "size_um", "group")))
+                items.append((mm.ids, mm.pixel_size_um, mm.phase_table, str(m), mm.measured))
+        for _, _, table, name, _ in items:
+            if target not in table.names:
+                raise InputError(name, f"the kernel's target {target!r} is not in this map's phase table")
+        pop = maps_population((ids, px, table.id_of(target), measured) for ids, px, table, _, measured in items)
         source = ", ".join(map(str, maps))
     with err.status("inverting"):
         r = correction(k, pop, n_boot=boot, seed=seed, source=source)

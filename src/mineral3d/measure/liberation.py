@@ -79,6 +79,15 @@ class Population:
             return self.exposure.astype(float)
         raise ValueError(f"basis must be 'grade' or 'exposure', got {name!r}")
 
+    @classmethod
+    def concat(cls, pops) -> Population:
+        """One population of several (their ``group`` values must already be distinct)."""
+        pops = list(pops)
+        if not pops:
+            return cls(*(np.zeros(0) for _ in range(4)), np.zeros(0, np.int64))
+        return cls(*(np.concatenate([getattr(p, f) for p in pops]) for f in
+                     ("amount", "target", "exposure", "size_um", "group")))
+
     def subset(self, mask) -> Population:
         return Population(self.amount[mask], self.target[mask], self.exposure[mask], self.size_um[mask],
                           self.group[mask])

@@ -92,8 +92,7 @@ def virtual_sections(labels: np.ndarray, phases: np.ndarray, *, step: int, voxel
         ph = np.moveaxis(np.take(phases, idx, axis=axis), axis, 0)
         pieces = _stack_pieces(np.ascontiguousarray(lab))
         pops.append(_pieces_population(pieces, ph, lab, target_id=target_id, pixel_um=voxel_size_um))
-    return Population(*(np.concatenate([getattr(p, f) for p in pops]) for f in
-                        ("amount", "target", "exposure", "size_um", "group")))
+    return Population.concat(pops)
 
 
 def map_sections(ids: np.ndarray, *, pixel_size_um: float, target_id: int, group_offset: int = 0,
@@ -209,3 +208,15 @@ def table_population(table: pd.DataFrame, *, group_offset: int = 0) -> Populatio
     return Population(amount=t["material_um2"].to_numpy(float), target=t["target_um2"].to_numpy(float),
                       exposure=t["exposure"].to_numpy(float), size_um=t["ecd_um"].to_numpy(float),
                       group=t["section"].to_numpy(np.int64) + group_offset)
+
+
+def maps_population(maps) -> Population:
+    """Particle sections of several maps, ``(ids, pixel_size_um, target_id, measured or None)``
+    each, as one population whose ``group`` numbers every section uniquely across the maps."""
+    pops, offset = [], 0
+    for ids, pixel_size_um, target_id, measured in maps:
+        p = map_sections(ids, pixel_size_um=pixel_size_um, target_id=target_id, group_offset=offset,
+                         measured=measured)
+        offset = int(p.group.max()) + 1 if len(p) else offset + 1
+        pops.append(p)
+    return Population.concat(pops)

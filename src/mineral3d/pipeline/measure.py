@@ -24,7 +24,7 @@ from mineral3d.errors import InputError
 from mineral3d.io.atomic import atomic_file, write_json
 from mineral3d.measure import liberation as lib
 from mineral3d.measure.particles import particle_table
-from mineral3d.measure.sections2d import map_sections, virtual_sections
+from mineral3d.measure.sections2d import maps_population, virtual_sections
 from mineral3d.phases import UNCLASSIFIED, PhaseTable
 
 
@@ -95,13 +95,7 @@ def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, pha
     pops = {"3d": pop3, "2d-virtual": pop2v}
     pop2m = None
     if maps:
-        parts, offset = [], 0
-        for m in maps:
-            p = map_sections(m.ids, pixel_size_um=m.pixel_size_um, target_id=tid, group_offset=offset)
-            offset = int(p.group.max()) + 1 if len(p) else offset + 1
-            parts.append(p)
-        pop2m = lib.Population(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                                 ("amount", "target", "exposure", "size_um", "group")))
+        pop2m = maps_population((m.ids, m.pixel_size_um, tid, None) for m in maps)
         pops["2d-map"] = pop2m
     edges = (np.asarray(config.size_edges_um, float) if config.size_edges_um
              else lib.default_size_edges(np.concatenate([p.size_um for p in pops.values()])))

@@ -172,12 +172,10 @@ def step_kernel(ctx) -> None:
     ``kernel/status.json``
     (``{"kernel": true/false, "note": ...}``: too few particles inside the volume is not an error).
     """
-    import numpy as np
     import pandas as pd
     import zarr
 
-    from mineral3d.measure.liberation import Population
-    from mineral3d.measure.sections2d import map_sections
+    from mineral3d.measure.sections2d import maps_population
     from mineral3d.pipeline.kernel import correction, kernel_from_volumes, write_correction, write_kernel
 
     s, cfg = ctx.sample, ctx.config.kernel
@@ -198,16 +196,10 @@ def step_kernel(ctx) -> None:
         write_json(folder / "status.json", {"kernel": False, "note": exc.problem})
         return
     write_kernel(folder, k)  # the kernel folder itself: `mineral3d correct OUT/kernel --maps ...`
-    pops, offset = [], 0
-    for c in s.config.sections:
-        p = map_sections(s.section_map(c.name), pixel_size_um=c.pixel_size_um, target_id=table.target_id,
-                         group_offset=offset)
-        offset = int(p.group.max()) + 1 if len(p) else offset + 1
-        pops.append(p)
+    pop = maps_population((s.section_map(c.name), c.pixel_size_um, table.target_id, None)
+                          for c in s.config.sections)
     note = "in-sample: the kernel and the corrected SEM maps come from the same sample"
-    if pops and sum(len(p) for p in pops):
-        pop = Population(*(np.concatenate([getattr(p, f) for p in pops]) for f in
-                           ("amount", "target", "exposure", "size_um", "group")))
+    if len(pop):
         r = correction(k, pop, n_boot=cfg.n_boot, seed=ctx.config.seed,
                        source=f"{s.root}: all sections ({', '.join(c.name for c in s.config.sections)})")
         write_correction(folder, r)
