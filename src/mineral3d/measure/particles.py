@@ -104,10 +104,17 @@ def caliper_widths(labels: np.ndarray, n_labels: int, *, n_directions: int = 64,
     can be hull vertices are projected; per-label extremes come from ``reduceat``.
     """
     coords = np.nonzero(_hull_candidates(labels))
-    lab = labels[coords]
+    return caliper_widths_of_points(np.stack(coords, axis=1), labels[coords], n_labels, n_directions=n_directions,
+                                    chunk=chunk, block_points=block_points)
+
+
+def caliper_widths_of_points(points: np.ndarray, point_labels: np.ndarray, n_labels: int, *, n_directions: int = 64,
+                             chunk: int = 8, block_points: int = 2_000_000):
+    """:func:`caliper_widths` from the hull-candidate voxels ((m, 3) centres and their labels)."""
+    lab = np.asarray(point_labels)
     order = np.argsort(lab, kind="stable")
     lab = lab[order]
-    pts = np.stack(coords, axis=1)[order].astype(np.float32)
+    pts = np.asarray(points)[order].astype(np.float32)
     present, starts, sizes = np.unique(lab, return_index=True, return_counts=True)
     dirs = np.concatenate([lattice_directions(), fibonacci_hemisphere(n_directions)]).astype(np.float32)
     best_max = np.zeros((len(present), 3))
@@ -209,35 +216,46 @@ def particle_table(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: flo
         fmin, fmax = caliper_widths(lab, n, n_directions=n_directions)
     else:
         fmin = fmax = np.full(n, np.nan)
-
     bbox = np.array([[b[0].start, b[1].start, b[2].start, b[0].stop, b[1].stop, b[2].stop]
                      for b in stats["bounding_boxes"][:n]])
-    shape = np.array(lab.shape)
-    touches = np.any(bbox[:, :3] == 0, axis=1) | np.any(bbox[:, 3:] == shape, axis=1)
+    return assemble_table(np.arange(1, n), ids.astype(np.int64), counts=counts, centroids=stats["centroids"][:n],
+                          bbox=bbox, phase_voxels=pc, area=area, exposure=exp, fmin=fmin, fmax=fmax,
+                          shape=lab.shape, voxel_size_um=v, phase_table=phase_table)
 
-    vol = counts * v**3
-    surface = area * v**2
-    rows = slice(1, n)
+
+def assemble_table(rows: np.ndarray, particle_ids: np.ndarray, *, counts, centroids, bbox, phase_voxels, area,
+                   exposure, fmin, fmax, shape, voxel_size_um: float, phase_table: PhaseTable) -> pd.DataFrame:
+    """The particle table from per-label sums (arrays indexed by label; ``rows`` the labels to report).
+
+    ``bbox`` is (n, 6): z0, y0, x0 (inclusive) and z1, y1, x1 (exclusive), voxels; ``area``
+    and ``exposure`` in voxel^2; ``fmin``/``fmax`` caliper widths in voxels.
+    """
+    v = float(voxel_size_um)
+    shape = np.array(shape)
+    bbox = np.asarray(bbox)[rows]
+    touches = np.any(bbox[:, :3] == 0, axis=1) | np.any(bbox[:, 3:] == shape, axis=1)
+    vol = np.asarray(counts)[rows] * v**3
+    surface = np.asarray(area)[rows] * v**2
+    cen = np.asarray(centroids)[rows]
     df = pd.DataFrame({
-        "particle": ids.astype(np.int64),
-        "volume_um3": vol[rows],
-        "esd_um": (6 * vol[rows] / np.pi) ** (1 / 3),
-        "surface_um2": surface[rows],
-        "sphericity": np.pi ** (1 / 3) * (6 * vol[rows]) ** (2 / 3) / np.where(surface[rows] > 0, surface[rows], np.nan),
-        "feret_max_um": fmax[rows] * v,
-        "feret_min_um": fmin[rows] * v,
-        "centroid_z": stats["centroids"][rows, 0], "centroid_y": stats["centroids"][rows, 1],
-        "centroid_x": stats["centroids"][rows, 2],
-        "bbox_z0": bbox[rows, 0], "bbox_z1": bbox[rows, 3], "bbox_y0": bbox[rows, 1], "bbox_y1": bbox[rows, 4],
-        "bbox_x0": bbox[rows, 2], "bbox_x1": bbox[rows, 5],
-        "touches_border": touches[rows],
+        "particle": np.asarray(particle_ids, np.int64),
+        "volume_um3": vol,
+        "esd_um": (6 * vol / np.pi) ** (1 / 3),
+        "surface_um2": surface,
+        "sphericity": np.pi ** (1 / 3) * (6 * vol) ** (2 / 3) / np.where(surface > 0, surface, np.nan),
+        "feret_max_um": np.asarray(fmax)[rows] * v,
+        "feret_min_um": np.asarray(fmin)[rows] * v,
+        "centroid_z": cen[:, 0], "centroid_y": cen[:, 1], "centroid_x": cen[:, 2],
+        "bbox_z0": bbox[:, 0], "bbox_z1": bbox[:, 3], "bbox_y0": bbox[:, 1], "bbox_y1": bbox[:, 4],
+        "bbox_x0": bbox[:, 2], "bbox_x1": bbox[:, 5],
+        "touches_border": touches,
     })
     material = phase_table.material
     mids = [p.id for p in material]
-    mvox = pc[rows][:, mids].astype(float)
+    mvox = np.asarray(phase_voxels)[rows][:, mids].astype(float)
     msum = mvox.sum(axis=1, keepdims=True)
     fractions = np.divide(mvox, msum, out=np.zeros_like(mvox), where=msum > 0)
-    mexp = exp[rows][:, mids] if exp is not None else np.full((n - 1, len(mids)), np.nan)
+    mexp = np.asarray(exposure)[rows][:, mids] if exposure is not None else np.full((len(rows), len(mids)), np.nan)
     esum = mexp.sum(axis=1, keepdims=True)
     efrac = np.divide(mexp, esum, out=np.zeros_like(mexp), where=esum > 0)
     for k, p in enumerate(material):

@@ -1,0 +1,54 @@
+"""Chunked measurement == in-memory measurement, with the threaded scheduler and a 2-worker LocalCluster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mineral3d.io import open_sample
+from mineral3d.measure.chunked import particle_table_chunked
+from mineral3d.measure.particles import particle_table
+
+
+@pytest.fixture(scope="module")
+def volumes(small_sample, tmp_path_factory):
+    import zarr
+
+    s = open_sample(small_sample)
+    ph, lab = s.truth_phases(), s.truth_particles().astype(np.uint32)
+    root = tmp_path_factory.mktemp("chunked")
+    for name, arr in (("phases", ph), ("particles", lab)):
+        z = zarr.create_array(store=str(root / f"{name}.zarr"), shape=arr.shape, dtype=arr.dtype,
+                              chunks=(8, 64, 64), fill_value=0)
+        z[...] = arr
+    ref = particle_table(lab, ph, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table)
+    return s, root, ref
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert list(a.columns) == list(b.columns) and len(a) == len(b) > 5
+    for c in a.columns:
+        if a[c].dtype.kind in "iub":
+            np.testing.assert_array_equal(a[c].to_numpy(), b[c].to_numpy(), err_msg=c)
+        else:
+            np.testing.assert_allclose(a[c].to_numpy(float), b[c].to_numpy(float), rtol=1e-9, atol=1e-9, err_msg=c)
+
+
+def test_chunked_table_equals_in_memory_threads(volumes):
+    s, root, ref = volumes
+    got = particle_table_chunked(root / "particles.zarr", root / "phases.zarr", voxel_size_um=s.voxel_size_um,
+                                 phase_table=s.phase_table, slab=8, scheduler="threads")
+    assert s.ct().shape[0] // 8 >= 8  # at least 8 slabs
+    _same(ref, got)
+
+
+def test_chunked_table_equals_in_memory_local_cluster(volumes):
+    distributed = pytest.importorskip("distributed")
+    s, root, ref = volumes
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        got = particle_table_chunked(str(root / "particles.zarr"), str(root / "phases.zarr"),
+                                     voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, slab=8,
+                                     scheduler=client)
+    _same(ref, got)
