@@ -111,6 +111,33 @@ def info(
     out.print("ground truth: " + ("yes (truth/)" if s["has_truth"] else "no"))
 
 
+class _dask_scheduler:
+    """``--scheduler``/``--workers`` -> what dask.compute takes (a LocalCluster client for --workers)."""
+
+    def __init__(self, scheduler: str | None, workers: int | None) -> None:
+        self.scheduler, self.workers, self.stack = scheduler, workers, None
+
+    def __enter__(self):
+        if self.workers is None:
+            return self.scheduler or "threads"
+        if self.workers < 1:
+            raise InputError("--workers", f"must be at least 1, got {self.workers}")
+        if self.scheduler not in (None, "processes"):
+            raise InputError("--workers", "starts a local cluster: do not combine it with --scheduler")
+        import contextlib
+
+        from distributed import Client, LocalCluster
+
+        self.stack = contextlib.ExitStack()
+        cluster = self.stack.enter_context(LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                                        processes=True, dashboard_address=None))
+        return self.stack.enter_context(Client(cluster))
+
+    def __exit__(self, *exc) -> None:
+        if self.stack is not None:
+            self.stack.close()
+
+
 @app.command()
 def measure(
     phases: Path = typer.Option(..., help="Phase-id volume: TIFF, folder of slices or Zarr (e.g. truth/phases.tif)."),
@@ -125,6 +152,12 @@ def measure(
     size_classes: Optional[str] = typer.Option(None, help="Size-class edges in µm, e.g. '45,63,90,125,180'."),
     boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    scheduler: Optional[str] = typer.Option(None, help="Measure the particle table slab by slab with dask: "
+                                                       "threads, processes, or a dask.distributed scheduler "
+                                                       "address (tcp://host:8786)."),
+    workers: Optional[int] = typer.Option(None, help="Start a local dask cluster of this many worker processes "
+                                                     "for the particle table."),
+    slab: int = typer.Option(64, help="z-layers per dask task."),
 ) -> None:
     """Particle table and liberation in 3D and from 2D sections, with the 2D-3D bias."""
     from mineral3d.io import open_sample
@@ -159,8 +192,15 @@ def measure(
         raise InputError("--voxel-um", f"a positive voxel size is needed, got {voxel}")
     check_volumes(lab, ph, table, labels_src=str(particles), phases_src=str(phases))
     config = MeasureConfig(section_step=section_step, size_edges_um=edges, n_boot=boot, seed=seed)
+    parts = None
+    if scheduler is not None or workers is not None:
+        from mineral3d.measure.chunked import particle_table_chunked
+
+        with err.status("measuring particles slab by slab"), _dask_scheduler(scheduler, workers) as sched:
+            parts = particle_table_chunked(particles, phases, voxel_size_um=voxel, phase_table=table, slab=slab,
+                                           scheduler=sched, n_directions=config.n_directions)
     with err.status("measuring particles and liberation"):
-        result = run(lab, ph, voxel_size_um=voxel, phase_table=table, maps=maps, config=config)
+        result = run(lab, ph, voxel_size_um=voxel, phase_table=table, maps=maps, config=config, table=parts)
     write_measurements(out_dir, result, config, inputs={"phases": str(phases), "particles": str(particles),
                                                          "sample": None if sample is None else str(sample)})
     s = result["summary"]

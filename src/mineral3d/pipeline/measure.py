@@ -82,12 +82,18 @@ def check_volumes(labels: np.ndarray, phases: np.ndarray, table: PhaseTable, *, 
 
 
 def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, phase_table: PhaseTable,
-            maps: list[SectionMap] = (), config: MeasureConfig = MeasureConfig()) -> dict:
-    """All measurements in memory: tables (DataFrames) and the summary dict."""
+            maps: list[SectionMap] = (), config: MeasureConfig = MeasureConfig(),
+            table: pd.DataFrame | None = None) -> dict:
+    """All measurements in memory: tables (DataFrames) and the summary dict.
+
+    ``table``: the particle table when already measured (e.g. slab by slab on a cluster by
+    :func:`mineral3d.measure.chunked.particle_table_chunked`).
+    """
     target = phase_table.target
     tid = phase_table.target_id
-    table = particle_table(labels, phases, voxel_size_um=voxel_size_um, phase_table=phase_table,
-                           n_directions=config.n_directions)
+    if table is None:
+        table = particle_table(labels, phases, voxel_size_um=voxel_size_um, phase_table=phase_table,
+                               n_directions=config.n_directions)
     pop3 = population_3d(table, target)
     med_esd_vox = float(np.median(table["esd_um"])) / voxel_size_um if len(table) else 8.0
     step = config.section_step or max(2, int(round(med_esd_vox / 3)))
