@@ -318,7 +318,8 @@ LAMBDAS = np.concatenate([[0.0], np.logspace(-4, 1, 11)])
 
 
 def choose_lambda(kernel: Kernel, *, thresholds=(0.8, 0.9, 0.95), folds: int = 5, repeats: int = 4,
-                  seed: int = 0, size_class: int | None = None, grid: np.ndarray = LAMBDAS) -> float:
+                  seed: int = 0, size_class: int | None = None, grid: np.ndarray = LAMBDAS,
+                  noise: np.ndarray | None = None) -> float:
     """The penalty weight ``lam``, by cross-validation on the kernel's own particles.
 
     The kernel's particles are split into ``folds`` groups (``repeats`` random splits). For
@@ -327,6 +328,11 @@ def choose_lambda(kernel: Kernel, *, thresholds=(0.8, 0.9, 0.95), folds: int = 5
     estimate is scored against the group's true 3D L(t). Of the ``lam`` whose squared error
     (summed over thresholds, groups and splits) is within 1% of the smallest, the largest
     wins.
+
+    ``noise`` ((b, N_CLASSES): bootstrap spectra of the 2D data minus their spectrum) is
+    added to the held-out groups' spectra, one row per evaluation: the groups' own random
+    sections are far more numerous than a real 2D measurement, and ``lam`` must suit the
+    noise of the data it will correct.
     """
     rng = np.random.default_rng(seed)
     n = len(kernel.particle)
@@ -337,6 +343,7 @@ def choose_lambda(kernel: Kernel, *, thresholds=(0.8, 0.9, 0.95), folds: int = 5
         return float(grid[0])
     classes, contrib = kernel.class_3d, kernel.contributions
     err = np.zeros(len(grid))
+    draw = 0
     for _ in range(repeats):
         fold = rng.permutation(len(sel)) % folds
         for f in range(folds):
@@ -346,6 +353,11 @@ def choose_lambda(kernel: Kernel, *, thresholds=(0.8, 0.9, 0.95), folds: int = 5
             if s2.sum() <= 0:
                 continue
             s2 = s2 / s2.sum()
+            if noise is not None and len(noise):
+                s2 = np.clip(s2 + noise[draw % len(noise)], 0, None)
+                s2[0] = 0.0
+                s2 = s2 / s2.sum() if s2.sum() > 0 else s2
+                draw += 1
             truth = liberation_from_spectrum(spectrum(kernel.target_um3[test], kernel.grade_3d[test]), thresholds)
             prior = spectrum(kernel.target_um3[train], kernel.grade_3d[train])
             for i, lam in enumerate(grid):
@@ -365,7 +377,7 @@ def _unit_resample(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def correct(kernel: Kernel, pop2d: Population, *, thresholds=(0.8, 0.9, 0.95), n_boot: int = 500,
-            seed: int = 0, size_class: int | None = None) -> dict:
+            seed: int = 0, size_class: int | None = None, noisy_cv: bool = True) -> dict:
     """Estimate the 3D spectrum and L(t) from 2D sections with a measured kernel.
 
     Returns
@@ -380,7 +392,8 @@ def correct(kernel: Kernel, pop2d: Population, *, thresholds=(0.8, 0.9, 0.95), n
     boot_s2 = np.empty((n_boot, N_CLASSES))
     for b in range(n_boot):
         boot_s2[b] = population_spectrum(pop2d.subset(_unit_resample(pop2d.group, rng)))
-    lam = choose_lambda(kernel, thresholds=thresholds, seed=seed, size_class=size_class)
+    lam = choose_lambda(kernel, thresholds=thresholds, seed=seed, size_class=size_class,
+                        noise=(boot_s2 - s2) if noisy_cv else None)
     prior = kernel.spectrum_3d()
     x = invert(k, s2, lam, prior)
     classes3 = kernel.class_3d
