@@ -199,6 +199,9 @@ def step_kernel(ctx) -> None:
     pop = maps_population((s.section_map(c.name), c.pixel_size_um, table.target_id, None)
                           for c in s.config.sections)
     note = "in-sample: the kernel and the corrected SEM maps come from the same sample"
+    if k.provenance["particles"] < 100:
+        note += (f"; only {k.provenance['particles']} particles lie inside the volume, so the kernel and its "
+                 "intervals are rough: a trustworthy kernel needs hundreds")
     if len(pop):
         r = correction(k, pop, n_boot=cfg.n_boot, seed=ctx.config.seed,
                        source=f"{s.root}: all sections ({', '.join(c.name for c in s.config.sections)})")
