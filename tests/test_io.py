@@ -93,3 +93,30 @@ def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(Exception):  # any crash while writing
         write_sample(tmp_path / "s", name="x", ct=None, voxel_size_um=1.0, phase_table=table, sections=bad)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_tiff_and_slice_folder_to_zarr(tmp_path):
+    import tifffile
+
+    from mineral3d.cli import main
+    from mineral3d.io.zarr_io import convert_to_zarr, read_volume_zarr
+
+    vol = np.random.default_rng(0).integers(0, 60000, (37, 50, 61)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "ct.tif", vol, compression="zlib")  # compressed: cannot be memory-mapped
+    calls = []
+    convert_to_zarr(tmp_path / "ct.tif", tmp_path / "a.zarr", voxel_size_um=2.5, chunks=(8, 16, 16),
+                    progress=lambda d, n: calls.append((d, n)))
+    arr, voxel = read_volume_zarr(tmp_path / "a.zarr")
+    np.testing.assert_array_equal(arr[...], vol)
+    assert voxel == 2.5 and arr.chunks == (8, 16, 16) and calls[-1] == (37, 37) and len(calls) == 5
+    (tmp_path / "slices").mkdir()
+    for i, s in enumerate(vol):
+        tifffile.imwrite(tmp_path / "slices" / f"s{i:03d}.tif", s)
+    with pytest.raises(SystemExit) as exc:
+        main(["convert", str(tmp_path / "slices"), "--out", str(tmp_path / "b.zarr"), "--voxel-um", "2.5",
+              "--chunk", "8"])
+    assert exc.value.code in (0, None)
+    np.testing.assert_array_equal(read_volume_zarr(tmp_path / "b.zarr")[0][...], vol)
+    with pytest.raises(SystemExit) as exc:
+        main(["convert", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "c.zarr"), "--voxel-um", "1"])
+    assert exc.value.code == 2 and not (tmp_path / "c.zarr").exists()

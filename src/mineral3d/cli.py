@@ -653,6 +653,26 @@ def report_cmd(
     out.print(f"wrote {out_dir / 'report.html'}")
 
 
+@app.command()
+def convert(
+    source: Path = typer.Argument(..., help="A CT volume: multi-page TIFF or a folder of TIFF slices."),
+    out_dir: Path = typer.Option(..., "--out", help="OME-Zarr group to write (e.g. ct.zarr)."),
+    voxel_um: float = typer.Option(..., help="Voxel size, µm."),
+    chunk: int = typer.Option(64, help="Chunk edge along z (pages read at a time); y and x chunks are 2x that."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output."),
+) -> None:
+    """Convert a TIFF CT to chunked OME-Zarr once, a slab of pages at a time (never the whole volume)."""
+    from mineral3d.io.zarr_io import convert_to_zarr
+
+    if out_dir.exists() and not overwrite:
+        raise InputError(out_dir, "already exists: choose another --out or give --overwrite")
+    with _progress() as p:
+        task = p.add_task("converting to Zarr", total=1)
+        convert_to_zarr(source, out_dir, voxel_size_um=voxel_um, chunks=(chunk, 2 * chunk, 2 * chunk),
+                        overwrite=overwrite, progress=lambda d, n: p.update(task, completed=d, total=n))
+    out.print(f"wrote {out_dir}")
+
+
 @app.command("import-map")
 def import_map(
     source: Path = typer.Argument(..., help="A TIMA MinDif export folder, or a map image (RGB or indexed)."),

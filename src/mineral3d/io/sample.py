@@ -184,9 +184,14 @@ class Sample:
         return self._tables[1]
 
     def ct(self) -> np.ndarray:
-        """The CT volume (Z, Y, X), uint8/uint16/float32."""
+        """The CT volume (Z, Y, X), uint8/uint16/float32 (TIFF, slice folder, or a Zarr from ``convert``)."""
         if "ct" not in self._cache:
-            self._cache["ct"] = read_volume(self.config.ct)
+            if (self.config.ct / "zarr.json").exists():
+                from mineral3d.io.volumes import read_any_volume
+
+                self._cache["ct"] = read_any_volume(self.config.ct, name="CT volume")[0]
+            else:
+                self._cache["ct"] = read_volume(self.config.ct)
         return self._cache["ct"]
 
     def section_map(self, name: str) -> np.ndarray:

@@ -8,6 +8,7 @@ are downsampled by taking every second voxel, grey volumes by 2x2x2 means.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -114,3 +115,89 @@ def zarr_attrs(path: str | os.PathLike) -> dict:
     """The ``mineral3d`` attributes of a volume group."""
     meta = json.loads((Path(path) / "zarr.json").read_text())
     return meta.get("attributes", {}).get("mineral3d", {})
+
+
+def _slab_reader(path: Path, name: str):
+    """(shape, dtype, read(z0, z1), close) of a TIFF stack or slice folder, reading only the pages asked for."""
+    import tifffile
+
+    from mineral3d.io.images import _TIFF_SUFFIXES, VOLUME_DTYPES, _imread
+
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _TIFF_SUFFIXES)
+        if not files:
+            raise InputError(path, f"the {name} folder holds no .tif/.tiff slices")
+        first = _imread(files[0])
+        shape, dtype = (len(files),) + first.shape, first.dtype
+
+        def read(z0, z1):
+            out = np.empty((z1 - z0,) + shape[1:], dtype)
+            for i, f in enumerate(files[z0:z1]):
+                s = _imread(f)
+                if s.shape != shape[1:] or s.dtype != dtype:
+                    raise InputError(f, f"slice shape/dtype {s.shape} {s.dtype} differs from the first slice "
+                                        f"{shape[1:]} {dtype}")
+                out[i] = s
+            return out
+
+        def close():
+            return None
+    else:
+        try:
+            tif = tifffile.TiffFile(path)
+        except Exception as exc:  # tifffile raises many types for damaged files
+            raise InputError(path, f"cannot read TIFF ({str(exc).splitlines()[0]})") from None
+        series = tif.series[0]
+        shape, dtype = tuple(series.shape), series.dtype
+        pages = series.pages
+
+        def read(z0, z1):
+            try:
+                return np.stack([pages[i].asarray() for i in range(z0, z1)])
+            except Exception as exc:
+                raise InputError(path, f"the TIFF is truncated or damaged at pages {z0}-{z1} "
+                                       f"({str(exc).splitlines()[0]})") from None
+
+        close = tif.close
+    if len(shape) != 3:
+        close()
+        raise InputError(path, f"the {name} must be 3D (z, y, x), got shape {shape}")
+    if dtype not in VOLUME_DTYPES:
+        close()
+        raise InputError(path, f"unsupported {name} dtype {dtype}: use uint8, uint16 or float32")
+    return shape, np.dtype(dtype), read, close
+
+
+class _Closer:
+    def __init__(self, fn) -> None:
+        self.close = fn
+
+
+def convert_to_zarr(src: str | os.PathLike, out: str | os.PathLike, *, voxel_size_um: float,
+                    chunks=(64, 128, 128), overwrite: bool = False, progress=None, name: str = "CT volume") -> Path:
+    """Convert a TIFF stack or slice folder to an OME-Zarr volume, ``chunks[0]`` pages at a time.
+
+    Memory is bounded by one slab of ``chunks[0]`` pages, whatever the volume size; the
+    group appears only when complete. ``progress(done_pages, total_pages)`` is called per slab.
+    """
+    src, out = Path(src), Path(out)
+    if voxel_size_um is None or not voxel_size_um > 0:
+        raise InputError(src, f"a positive voxel size is needed, got {voxel_size_um}")
+    shape, dtype, read, close = _slab_reader(src, name)
+    cz = max(1, int(chunks[0]))
+    with contextlib.closing(_Closer(close)), atomic_dir(out, overwrite=overwrite) as tmp:
+        group = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+        arr = group.create_array("0", shape=shape, dtype=dtype,
+                                 chunks=tuple(min(c, s) for c, s in zip(chunks, shape)))
+        for z0 in range(0, shape[0], cz):
+            z1 = min(z0 + cz, shape[0])
+            arr[z0:z1] = read(z0, z1)
+            if progress is not None:
+                progress(z1, shape[0])
+        group.attrs.update({"ome": {"version": "0.5", "multiscales": [
+            {"name": out.stem, "axes": _AXES, "datasets": [{"path": "0", "coordinateTransformations": [
+                {"type": "scale", "scale": [float(voxel_size_um)] * 3}]}]}]},
+            "mineral3d": {"voxel_size_um": float(voxel_size_um), "labels": False, "source": os.fspath(src)}})
+    return out
