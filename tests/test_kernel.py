@@ -167,3 +167,20 @@ def test_cli_kernel_and_correct(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["correct", str(tmp_path / "nokernel"), "--liberation-2d", "x.csv", "--out", str(tmp_path / "c4")])
     assert exc.value.code == 2 and "nokernel: file not found" in capsys.readouterr().err
+
+
+def test_report_figure_of_the_correction():
+    import base64
+    import io
+
+    import matplotlib.image
+
+    from mineral3d.report import fig_correction
+
+    corr = {"liberation_2d": {"0.8": 0.3, "0.9": 0.2, "0.95": 0.1},
+            "ci95_2d": {"0.8": [0.2, 0.4], "0.9": [0.1, 0.3], "0.95": [0.05, 0.15]},
+            "liberation_3d_corrected": {"0.8": 0.15, "0.9": 0.08, "0.95": 0.03},
+            "ci95": {"0.8": [0.1, 0.2], "0.9": [0.04, 0.12], "0.95": [0.0, 0.06]}}
+    uri = fig_correction(corr, {"liberation_3d": {"0.8": 0.14, "0.9": 0.07, "0.95": None}}, "LiAlO2")
+    img = matplotlib.image.imread(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])), format="png")
+    assert img.ndim == 3 and min(img.shape[:2]) > 100
