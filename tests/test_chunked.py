@@ -52,3 +52,21 @@ def test_chunked_table_equals_in_memory_local_cluster(volumes):
                                      voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, slab=8,
                                      scheduler=client)
     _same(ref, got)
+
+
+def test_measure_on_lazy_zarr_with_the_chunked_table_equals_in_memory(volumes):
+    import zarr
+
+    from mineral3d.pipeline.measure import MeasureConfig, measure
+
+    s, root, ref_table = volumes
+    lab_z = zarr.open_array(store=str(root / "particles.zarr"), mode="r")
+    ph_z = zarr.open_array(store=str(root / "phases.zarr"), mode="r")
+    cfg = MeasureConfig(n_boot=50)
+    mem = measure(lab_z[...], ph_z[...], voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, config=cfg)
+    table = particle_table_chunked(root / "particles.zarr", root / "phases.zarr", voxel_size_um=s.voxel_size_um,
+                                   phase_table=s.phase_table, slab=8)
+    lazy = measure(lab_z, ph_z, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, config=cfg, table=table)
+    for key in ("liberation_3d", "liberation_2d", "association_3d", "sections_2d_virtual", "particles"):
+        assert lazy["summary"][key] == pytest.approx(mem["summary"][key], rel=1e-9), key
+    pd.testing.assert_frame_equal(lazy["liberation"], mem["liberation"], rtol=1e-9)

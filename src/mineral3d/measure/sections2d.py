@@ -65,15 +65,27 @@ def _stack_pieces(labels2d: np.ndarray) -> np.ndarray:
     return pieces[::2]
 
 
+def _planes(volume, idx: np.ndarray, axis: int) -> np.ndarray:
+    """Planes ``idx`` normal to ``axis`` as a (P, H, W) stack; a lazy (Zarr) volume is read plane by plane."""
+    if isinstance(volume, np.ndarray):
+        return np.moveaxis(np.take(volume, idx, axis=axis), axis, 0)
+    sel = [slice(None)] * 3
+    planes = []
+    for i in idx:
+        sel[axis] = int(i)
+        planes.append(np.asarray(volume[tuple(sel)]))
+    return np.stack(planes) if planes else np.zeros((0,) + tuple(np.delete(volume.shape, axis)), volume.dtype)
+
+
 def virtual_sections(labels: np.ndarray, phases: np.ndarray, *, step: int, voxel_size_um: float, target_id: int,
                      axes=(0, 1, 2)) -> Population:
     """Particle sections on every ``step``-th plane along each of ``axes`` of 3D label volumes.
 
     Parameters
     ----------
-    labels : (Z, Y, X) integer ndarray
-        Particle ids (0 = none).
-    phases : (Z, Y, X) uint8 ndarray
+    labels : (Z, Y, X) integer ndarray or Zarr array
+        Particle ids (0 = none); a Zarr array is read one plane at a time.
+    phases : (Z, Y, X) uint8 ndarray or Zarr array
     step : int
         Plane spacing, voxels (the first plane is at step // 2).
     voxel_size_um : float
@@ -88,8 +100,8 @@ def virtual_sections(labels: np.ndarray, phases: np.ndarray, *, step: int, voxel
     pops = []
     for axis in axes:
         idx = np.arange(step // 2, labels.shape[axis], step)
-        lab = np.moveaxis(np.take(labels, idx, axis=axis), axis, 0)
-        ph = np.moveaxis(np.take(phases, idx, axis=axis), axis, 0)
+        lab = _planes(labels, idx, axis)
+        ph = _planes(phases, idx, axis)
         pieces = _stack_pieces(np.ascontiguousarray(lab))
         pops.append(_pieces_population(pieces, ph, lab, target_id=target_id, pixel_um=voxel_size_um))
     return Population.concat(pops)

@@ -148,19 +148,30 @@ def step_particles(ctx) -> None:
 
 
 def step_measure(ctx) -> None:
+    import numpy as np
     import zarr
 
     from mineral3d.pipeline.measure import MeasureConfig, SectionMap, measure, write_measurements
 
+    from mineral3d.pipeline.particles import IN_MEMORY_VOXELS
+
     s, cfg = ctx.sample, ctx.config.measure
-    phases = zarr.open_array(store=str(_seg(ctx) / "phases"), mode="r")[...]
-    labels = zarr.open_array(store=str(_seg(ctx) / "particles"), mode="r")[...]
+    phases = zarr.open_array(store=str(_seg(ctx) / "phases"), mode="r")
+    labels = zarr.open_array(store=str(_seg(ctx) / "particles"), mode="r")
     maps = [SectionMap(c.name, s.section_map(c.name), c.pixel_size_um) for c in s.config.sections
             if c.role == "validation"]
     config = MeasureConfig(section_step=cfg.section_step, size_edges_um=cfg.size_edges_um, n_boot=cfg.n_boot,
                            seed=ctx.config.seed)
+    table = None
+    if int(np.prod(labels.shape)) > IN_MEMORY_VOXELS:  # large: slab by slab, same result (measure.chunked)
+        from mineral3d.measure.chunked import particle_table_chunked
+
+        table = particle_table_chunked(_seg(ctx) / "particles", _seg(ctx) / "phases", voxel_size_um=s.voxel_size_um,
+                                       phase_table=s.phase_table, scheduler="threads")
+    else:
+        phases, labels = phases[...], labels[...]
     result = measure(labels, phases, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, maps=maps,
-                     config=config)
+                     config=config, table=table)
     write_measurements(ctx.out, result, config, inputs={"segmentation": str(_seg(ctx)), "sample": str(s.root)})
 
 
