@@ -103,3 +103,12 @@ def test_instance_scores():
     s = instance_scores(pred, truth)
     assert s["merges"] == 1 and s["split"] == 1 and s["matched"] == 0
     assert s["f1"] == pytest.approx(0.0)
+
+
+def test_typical_thickness_of_slabs_and_of_a_full_volume():
+    from mineral3d.instances import typical_thickness
+
+    fg = np.zeros((40, 40, 40), bool)
+    fg[:, :, 10:20] = True  # a slab 10 voxels thick
+    assert 9 <= typical_thickness(fg) <= 11
+    assert typical_thickness(np.ones((20, 20, 20), bool)) == 8.0  # no background: undefined -> default

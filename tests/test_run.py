@@ -161,3 +161,19 @@ def test_apply_to_a_bare_ct(small_sample, full_run, tmp_path, capsys):
     a = zarr.open_array(store=str(out / "segmentation.zarr" / "phases"), mode="r")[...]
     b = zarr.open_array(store=str(full_run / "segmentation.zarr" / "phases"), mode="r")[...]
     assert (a == b).mean() > 0.999
+
+
+def test_particles_of_a_bare_ct_with_the_model(small_sample, full_run, tmp_path):
+    from mineral3d.cli import main
+
+    out = tmp_path / "parts"
+    with pytest.raises(SystemExit) as exc:
+        main(["particles", str(small_sample / "ct.tif"), "--voxel-um", "2", "--model", str(full_run / "model"),
+              "--device", "cpu", "--out", str(out)])
+    assert exc.value.code in (0, None)
+    summary = json.loads((out / "particles_summary.json").read_text())
+    assert summary["foreground"]["method"].startswith("phase segmentation") and summary["particles"] > 0
+    import pandas as pd
+
+    table = pd.read_csv(out / "particles.csv")
+    assert len(table) == summary["particles"] and "vol_LiAlO2" in table.columns  # the model's phase table

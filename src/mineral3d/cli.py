@@ -455,7 +455,7 @@ def _particles_ct(source, out_dir, sample, model_dir, voxel_um, min_diameter_um,
         voxel = 1.0
     if not voxel > 0:
         raise InputError("--voxel-um", f"must be positive, got {voxel}")
-    phases = None
+    phases = table = None
     if model_dir is not None:
         import zarr
 
@@ -463,6 +463,8 @@ def _particles_ct(source, out_dir, sample, model_dir, voxel_um, min_diameter_um,
         from mineral3d.pipeline.phases import check_model, segment_phases
 
         model = load_model(model_dir)
+        if model.phase_table is None:
+            raise InputError(model_dir, "the model records no phase table: retrain it with this version")
         zoom = check_model(model, voxel_size_um=voxel, phase_table=None, allow_resample=True, source=str(source))
         with _progress() as p:
             task = p.add_task("segmenting phases", total=1)
@@ -470,10 +472,11 @@ def _particles_ct(source, out_dir, sample, model_dir, voxel_um, min_diameter_um,
                            zoom=zoom,
                            progress=lambda d, n: p.update(task, completed=d, total=n))
         phases = zarr.open_array(store=str(out_dir / "segmentation.zarr" / "phases"), mode="r")[...]
+        table = model.phase_table
     with _progress() as p:
         summary = particles_from_ct(ct, out_dir, voxel_size_um=voxel, sieve_um=sieve,
                                     min_diameter_um=min_diameter_um, neck_ratio=neck_ratio, phases=phases,
-                                    progress=_StageProgress(p))
+                                    phase_table=table, progress=_StageProgress(p))
     share = summary["largest_share_of_volume"]
     out.print(f"{summary['particles']} particles ({summary['particles_inside']} not touching the border); "
               f"D10/D50/D90 {summary['D10_um']:.1f}/{summary['D50_um']:.1f}/{summary['D90_um']:.1f} µm; "

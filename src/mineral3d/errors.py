@@ -27,3 +27,14 @@ class InputError(Exception):
         self.source = None if source is None else os.fspath(source)
         self.problem = " ".join(str(problem).split())  # always one line
         super().__init__(self.problem if self.source is None else f"{self.source}: {self.problem}")
+
+
+def read_text(path: str | os.PathLike, *, what: str) -> str:
+    """A user's text file (UTF-8, BOM allowed); missing or unreadable is an InputError naming it."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read the {what} ({exc})") from None

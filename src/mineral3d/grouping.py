@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mineral3d.errors import InputError
+from mineral3d.errors import InputError, read_text
 from mineral3d.phases import RESIN, UNCLASSIFIED, Phase, PhaseTable, _parse_color
 
 
@@ -46,13 +46,7 @@ class PhaseGrouping:
     @classmethod
     def from_csv(cls, path: str | os.PathLike) -> PhaseGrouping:
         source = os.fspath(path)
-        try:
-            text = open(source, encoding="utf-8-sig").read()
-        except FileNotFoundError:
-            raise InputError(source, "file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(source, f"cannot read the phase grouping ({exc})") from None
-        return cls.from_text(text, source=source)
+        return cls.from_text(read_text(source, what="phase grouping"), source=source)
 
     @classmethod
     def from_text(cls, text: str, *, source: str = "phase grouping") -> PhaseGrouping:
@@ -112,7 +106,7 @@ class PhaseGrouping:
                 unclassified_group = unclassified_group or group
                 group = unclassified_group
             members.setdefault(group, []).append(p)
-        if by_id[RESIN].name in self.groups and self.groups[resin_name] != resin_name:
+        if self.groups.get(resin_name, resin_name) != resin_name:
             raise InputError(self.source, f"the non-particle phase {resin_name!r} (id 0) cannot join group "
                              f"{self.groups[resin_name]!r}")
         lut = np.full(256, UNCLASSIFIED, np.uint8)

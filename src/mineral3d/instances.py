@@ -84,16 +84,17 @@ def typical_thickness(foreground: np.ndarray, *, crop: int = 160) -> float:
     Ridges are voxels that are the maximum of their 5³ neighbourhood in the Euclidean
     distance map (the centres of locally largest inscribed spheres). Measured on a central
     crop of at most ``crop``³ voxels. Used as the particle size scale when neither a sieve
-    fraction nor a smallest diameter is known.
+    fraction nor a smallest diameter is known. A crop without any background has no defined
+    thickness: then 8 voxels, the default of :meth:`InstanceConfig.for_sample`.
     """
     fg = np.asarray(foreground, bool)
     sl = tuple(slice(max(0, (s - crop) // 2), max(0, (s - crop) // 2) + min(s, crop)) for s in fg.shape)
     fg = np.ascontiguousarray(fg[sl])
     if not fg.any():
         return 8.0
-    dist = edt.edt(fg, parallel=1)
-    ridge = (dist == ndimage.maximum_filter(dist, size=5)) & fg
-    return float(2 * np.median(dist[ridge]))
+    dist = edt.edt(fg, parallel=1)  # infinite where the crop holds no background at all
+    ridge = (dist == ndimage.maximum_filter(dist, size=5)) & fg & np.isfinite(dist)
+    return float(2 * np.median(dist[ridge])) if ridge.any() else 8.0
 
 
 # --- one cluster -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mineral3d.errors import InputError
+from mineral3d.errors import InputError, read_text
 
 RESIN = 0
 UNCLASSIFIED = 255
@@ -88,13 +88,7 @@ class PhaseTable:
     def from_csv(cls, path: str | os.PathLike, *, target: str | None = None) -> PhaseTable:
         """Read and validate ``phases.csv`` (columns id,name,color)."""
         source = os.fspath(path)
-        try:
-            text = open(source, encoding="utf-8-sig").read()
-        except FileNotFoundError:
-            raise InputError(source, "file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(source, f"cannot read the phase table ({exc})") from None
-        return cls.from_text(text, target=target, source=source)
+        return cls.from_text(read_text(source, what="phase table"), target=target, source=source)
 
     @classmethod
     def from_text(cls, text: str, *, target: str | None = None, source: str = "phase table") -> PhaseTable:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mineral3d.errors import InputError
+from mineral3d.errors import InputError, read_text
 from mineral3d.grouping import PhaseGrouping
 from mineral3d.io.atomic import atomic_dir
 from mineral3d.io.images import _imread, write_tiff
@@ -222,12 +222,7 @@ UNCLASSIFIED_NAMES = ("unclassified", "[unclassified]", "unknown", "no analysis"
 
 
 def _legend_rows(path: Path) -> list[dict]:
-    try:
-        text = open(path, encoding="utf-8-sig").read()
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read the legend ({exc})") from None
+    text = read_text(path, what="legend")
     reader = csv.DictReader(io.StringIO(text))
     fields = [f.strip().lower() for f in (reader.fieldnames or [])]
     if "name" not in fields or not ({"id", "color"} & set(fields)):
@@ -259,6 +254,16 @@ def _tiff_pixel_um(path: Path) -> float | None:
             return None
         per_unit = num / den
         return (25400.0 if int(unit.value) == 2 else 10000.0) / per_unit
+
+
+def _measured_mask(measured: str | os.PathLike | None, shape: tuple[int, int]) -> np.ndarray:
+    """The measured area from an image (non-zero = measured), or every pixel."""
+    if measured is None:
+        return np.ones(shape, bool)
+    m = read_raster(measured)
+    if m.shape[:2] != tuple(shape):
+        raise InputError(measured, f"shape {m.shape[:2]} differs from the map's {tuple(shape)}")
+    return (m if m.ndim == 2 else m.max(axis=-1)) > 0
 
 
 def read_legend_map(image: str | os.PathLike, legend: str | os.PathLike, *, pixel_size_um: float | None = None,
@@ -341,13 +346,7 @@ def read_legend_map(image: str | os.PathLike, legend: str | os.PathLike, *, pixe
         ids = dst[k].reshape(raw.shape)
     else:
         raise InputError(image, f"unsupported map dtype {raw.dtype}: use RGB colours or integer indices")
-    if measured is not None:
-        m = read_raster(measured)
-        if m.shape[:2] != ids.shape:
-            raise InputError(measured, f"shape {m.shape[:2]} differs from the map's {ids.shape}")
-        meas = (m if m.ndim == 2 else m.max(axis=-1)) > 0
-    else:
-        meas = np.ones(ids.shape, bool)
+    meas = _measured_mask(measured, ids.shape)
     ids = np.where(meas, ids, UNCLASSIFIED).astype(np.uint8)
     px = pixel_size_um if pixel_size_um is not None else _tiff_pixel_um(image)
     info = {"format": "legend", "path": os.fspath(image), "legend": os.fspath(legend)}
@@ -414,12 +413,6 @@ def read_mineral_map(path: str | os.PathLike, *, phases: str | os.PathLike | Non
         raise InputError(path, "a map image needs its phase table (--phases phases.csv)")
     table = PhaseTable.from_csv(phases)
     ids = table.decode_map(read_raster(path), source=os.fspath(path))
-    if measured is not None:
-        m = read_raster(measured)
-        if m.shape[:2] != ids.shape:
-            raise InputError(measured, f"shape {m.shape[:2]} differs from the map's {ids.shape}")
-        meas = (m if m.ndim == 2 else m.max(axis=-1)) > 0
-    else:
-        meas = np.ones(ids.shape, bool)
+    meas = _measured_mask(measured, ids.shape)
     px = pixel_size_um if pixel_size_um is not None else _tiff_pixel_um(path)
     return MineralMap(ids, meas, table, px, None, path.stem, {"format": "sample map", "path": os.fspath(path)})

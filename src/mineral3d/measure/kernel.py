@@ -202,6 +202,11 @@ class Kernel:
     def class_3d(self) -> np.ndarray:
         return kernel_class(self.grade_3d)
 
+    @property
+    def size_class(self) -> np.ndarray:
+        """Index of each particle's size class in ``size_edges_um``."""
+        return np.digitize(self.size_um, self.size_edges_um[1:-1])
+
     def matrix(self, *, size_class: int | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """K (N_CLASSES x N_CLASSES): row j = 3D class j, summing to 1.
 
@@ -213,8 +218,7 @@ class Kernel:
         """
         sel = np.arange(len(self.particle)) if rows is None else np.asarray(rows)
         if size_class is not None:
-            cls = np.digitize(self.size_um[sel], self.size_edges_um[1:-1])
-            sel = sel[cls == size_class]
+            sel = sel[self.size_class[sel] == size_class]
         return kernel_matrix(self.class_3d[sel], self.contributions[sel])
 
     def spectrum_3d(self) -> np.ndarray:
@@ -338,7 +342,7 @@ def choose_lambda(kernel: Kernel, *, thresholds=(0.8, 0.9, 0.95), folds: int = 5
     n = len(kernel.particle)
     sel = np.arange(n)
     if size_class is not None:
-        sel = sel[np.digitize(kernel.size_um, kernel.size_edges_um[1:-1]) == size_class]
+        sel = sel[kernel.size_class == size_class]
     if len(sel) < 2 * folds:
         return float(grid[0])
     classes, contrib = kernel.class_3d, kernel.contributions
@@ -396,10 +400,10 @@ def correct(kernel: Kernel, pop2d: Population, *, thresholds=(0.8, 0.9, 0.95), n
                         noise=(boot_s2 - s2) if noisy_cv else None)
     prior = kernel.spectrum_3d()
     x = invert(k, s2, lam, prior)
-    classes3 = kernel.class_3d
+    n_particles = len(kernel.particle)
     boot_l = np.empty((n_boot, len(thresholds)))
     for b in range(n_boot):
-        rows = rng.integers(0, len(classes3), len(classes3))  # the kernel's particles, with replacement
+        rows = rng.integers(0, n_particles, n_particles)  # the kernel's particles, with replacement
         kb = kernel.matrix(size_class=size_class, rows=rows)
         pb = spectrum(kernel.target_um3[rows], kernel.grade_3d[rows])
         boot_l[b] = liberation_from_spectrum(invert(kb, boot_s2[b], lam, pb), thresholds)

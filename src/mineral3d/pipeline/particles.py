@@ -87,7 +87,7 @@ def particle_slices_png(path: str | os.PathLike, ct: np.ndarray, labels: np.ndar
     plt.close(fig)
 
 
-def size_distribution(table, *, voxel_size_um: float):
+def size_distribution(table):
     """Cumulative volume-weighted size distribution (ESD classes of a sqrt(2) series) and D10/D50/D90."""
     import pandas as pd
 
@@ -110,11 +110,12 @@ def size_distribution(table, *, voxel_size_um: float):
 
 def particles_from_ct(ct: np.ndarray, out: str | os.PathLike, *, voxel_size_um: float,
                       sieve_um: tuple[float, float] | None = None, min_diameter_um: float | None = None,
-                      neck_ratio: float = 0.7, phases: np.ndarray | None = None,
+                      neck_ratio: float = 0.7, phases: np.ndarray | None = None, phase_table=None,
                       progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Particles of a CT without sections: foreground, separation, table, size distribution, figure.
 
-    ``phases`` (a phase segmentation, e.g. from a model) gives the foreground (phase != 0);
+    ``phases`` (a phase segmentation, e.g. from a model, with its ``phase_table``) gives the
+    foreground (phase != 0);
     without it the foreground is :func:`~mineral3d.intensity.grey_foreground`. Without a
     sieve fraction or ``min_diameter_um`` the size scale is the foreground's median local
     thickness (:func:`~mineral3d.instances.typical_thickness`).
@@ -142,7 +143,9 @@ def particles_from_ct(ct: np.ndarray, out: str | os.PathLike, *, voxel_size_um: 
         table = PhaseTable((Phase(0, "background", (0, 0, 0)), Phase(1, "particle", (200, 200, 200))))
         info["foreground"] = {"method": "Otsu threshold after a 3x3x3 median", "threshold": levels.threshold}
     else:
-        table = None
+        if phase_table is None:
+            raise ValueError("a phase segmentation needs its phase table")
+        table = phase_table
         info["foreground"] = {"method": "phase segmentation (phase != 0)"}
     fg_thickness = typical_thickness(phases != 0)
     if min_diameter_um is None and sieve_um is None:
@@ -161,23 +164,16 @@ def particles_from_ct(ct: np.ndarray, out: str | os.PathLike, *, voxel_size_um: 
     arr.attrs.update({"voxel_size_um": float(voxel_size_um), "labels": True})
     n = segment_particles(group, config, progress=progress)
     labels = zarr.open_array(store=str(group / "particles"), mode="r")[...]
-    if table is None:
-        from mineral3d.phases import RESIN
-
-        ids = [int(i) for i in np.unique(phases) if i != RESIN]
-        table = PhaseTable((Phase(0, "background", (0, 0, 0)),) +
-                           tuple(Phase(i, f"phase {i}", (50 + 37 * i % 200, 120, 200)) for i in ids))
     if progress is not None:
         progress("measuring particles", 0, 1)
     parts = particle_table(labels, phases, voxel_size_um=voxel_size_um, phase_table=table, exposure=False)
     if progress is not None:
         progress("measuring particles", 1, 1)
-    for name, frame in (("particles", parts),):
-        with atomic_file(out / f"{name}.csv") as tmp:
-            frame.to_csv(tmp, index=False)
-        with atomic_file(out / f"{name}.parquet") as tmp:
-            frame.to_parquet(tmp, index=False)
-    psd, dxx = size_distribution(parts, voxel_size_um=voxel_size_um)
+    with atomic_file(out / "particles.csv") as tmp:
+        parts.to_csv(tmp, index=False)
+    with atomic_file(out / "particles.parquet") as tmp:
+        parts.to_parquet(tmp, index=False)
+    psd, dxx = size_distribution(parts)
     with atomic_file(out / "size_distribution.csv") as tmp:
         psd.to_csv(tmp, index=False)
     particle_slices_png(out / "particles_slices.png", ct, labels)
