@@ -386,6 +386,8 @@ def read_mineral_map(path: str | os.PathLike, *, phases: str | os.PathLike | Non
     measured area is ``measured`` (non-zero), else every pixel.
     """
     path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
     if path.is_dir() or path.name == "map.toml":
         toml = path / "map.toml" if path.is_dir() else path
         root = toml.parent
