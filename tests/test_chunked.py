@@ -70,3 +70,48 @@ def test_measure_on_lazy_zarr_with_the_chunked_table_equals_in_memory(volumes):
     for key in ("liberation_3d", "liberation_2d", "association_3d", "sections_2d_virtual", "particles"):
         assert lazy["summary"][key] == pytest.approx(mem["summary"][key], rel=1e-9), key
     pd.testing.assert_frame_equal(lazy["liberation"], mem["liberation"], rtol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def test_segmentation_on_a_local_cluster_equals_in_process(tmp_path, cluster_client):
+    import torch
+    import zarr
+
+    from mineral3d.intensity import GreyLevels
+    from mineral3d.nn import Model, NetworkConfig
+    from mineral3d.nn.infer import InferConfig
+    from mineral3d.phases import PhaseTable
+    from mineral3d.pipeline.phases import segment_phases
+
+    torch.manual_seed(3)
+    net = NetworkConfig(out_channels=3, features=(4, 4, 8, 8, 16, 4))
+    table = PhaseTable.from_text("id,name,color\n0,resin,#000000\n1,a,#ff0000\n2,b,#00ff00\n", target="a")
+    m = Model(network=net, classes=[0, 1, 2], voxel_size_um=2.0, levels=GreyLevels(10.0, 110.0, 60.0),
+              phase_table=table, state=net.build().state_dict())
+    m.state["final_conv.weight"] *= 40  # a random network is nearly constant: make its output vary
+    vol = np.random.default_rng(5).normal(60, 40, (32, 64, 64)).astype(np.float32)
+    src = zarr.create_array(store=str(tmp_path / "ct.zarr"), shape=vol.shape, dtype=vol.dtype, chunks=(16, 32, 32))
+    src[...] = vol
+    cfg = InferConfig(block=(16, 32, 32), halo=8, precision="fp32")
+    a = segment_phases(vol, voxel_size_um=2.0, model=m, out=tmp_path / "a.zarr", device="cpu", config=cfg,
+                       probabilities=True)
+    done = []
+    b = segment_phases(src, voxel_size_um=2.0, model=m, out=tmp_path / "b.zarr", device="cpu", config=cfg,
+                       probabilities=True, scheduler=cluster_client, volume_path=tmp_path / "ct.zarr",
+                       progress=lambda d, n: done.append(d))
+    assert a.blocks == b.blocks == 8 and done[-1] == 8
+    pa = zarr.open_array(store=str(tmp_path / "a.zarr" / "phases"), mode="r")[...]
+    pb = zarr.open_array(store=str(tmp_path / "b.zarr" / "phases"), mode="r")[...]
+    np.testing.assert_array_equal(pa, pb)
+    # class probabilities (uint8), which vary everywhere, equal too
+    qa = zarr.open_array(store=str(tmp_path / "a.zarr" / "probabilities"), mode="r")[...]
+    qb = zarr.open_array(store=str(tmp_path / "b.zarr" / "probabilities"), mode="r")[...]
+    assert np.unique(qa).size > 50
+    np.testing.assert_array_equal(qa, qb)

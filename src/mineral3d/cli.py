@@ -111,33 +111,6 @@ def info(
     out.print("ground truth: " + ("yes (truth/)" if s["has_truth"] else "no"))
 
 
-class _dask_scheduler:
-    """``--scheduler``/``--workers`` -> what dask.compute takes (a LocalCluster client for --workers)."""
-
-    def __init__(self, scheduler: str | None, workers: int | None) -> None:
-        self.scheduler, self.workers, self.stack = scheduler, workers, None
-
-    def __enter__(self):
-        if self.workers is None:
-            return self.scheduler or "threads"
-        if self.workers < 1:
-            raise InputError("--workers", f"must be at least 1, got {self.workers}")
-        if self.scheduler not in (None, "processes"):
-            raise InputError("--workers", "starts a local cluster: do not combine it with --scheduler")
-        import contextlib
-
-        from distributed import Client, LocalCluster
-
-        self.stack = contextlib.ExitStack()
-        cluster = self.stack.enter_context(LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                                        processes=True, dashboard_address=None))
-        return self.stack.enter_context(Client(cluster))
-
-    def __exit__(self, *exc) -> None:
-        if self.stack is not None:
-            self.stack.close()
-
-
 @app.command()
 def measure(
     phases: Path = typer.Option(..., help="Phase-id volume: TIFF, folder of slices or Zarr (e.g. truth/phases.tif)."),
@@ -195,8 +168,9 @@ def measure(
     parts = None
     if scheduler is not None or workers is not None:
         from mineral3d.measure.chunked import particle_table_chunked
+        from mineral3d.cluster import open_scheduler
 
-        with err.status("measuring particles slab by slab"), _dask_scheduler(scheduler, workers) as sched:
+        with err.status("measuring particles slab by slab"), open_scheduler(scheduler, workers) as sched:
             parts = particle_table_chunked(particles, phases, voxel_size_um=voxel, phase_table=table, slab=slab,
                                            scheduler=sched, n_directions=config.n_directions)
     with err.status("measuring particles and liberation"):
@@ -547,14 +521,16 @@ def config_cmd(
     print(json.dumps(cfg.to_dict(), indent=2))
 
 
-def _run(sample: Path, out_dir: Path, cfg, model: Path | None) -> None:
+def _run(sample: Path, out_dir: Path, cfg, model: Path | None, scheduler: str | None = None,
+         workers: int | None = None) -> None:
+    from mineral3d.cluster import open_scheduler
     from mineral3d.nn.runtime import resolve_device
     from mineral3d.pipeline.run import open_run, run as run_pipeline
 
     resolve_device(cfg.device)
-    with _progress() as p:
+    with open_scheduler(scheduler, workers) as sched, _progress() as p:
         ctx = open_run(sample, out_dir, config=cfg, model=model, progress=_StageProgress(p),
-                       log=lambda m: err.print(m))
+                       log=lambda m: err.print(m), scheduler=sched)
         timings = run_pipeline(ctx)
     total = sum(t["seconds"] for t in timings.values())
     out.print(f"done in {total:.0f} s; report: {out_dir / 'report.html'}")
@@ -588,13 +564,20 @@ def run_cmd(
     device: Optional[str] = typer.Option(None, help="cpu, cuda or auto (overrides the config)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (overrides the config)."),
     iterations: Optional[int] = typer.Option(None, help="Training iterations (overrides the config)."),
+    scheduler: Optional[str] = typer.Option(None, help="Where volume steps run: threads (default: this "
+                                                       "process), processes, or a dask.distributed scheduler "
+                                                       "address (tcp://host:8786) whose workers share OUT's "
+                                                       "file system."),
+    workers: Optional[int] = typer.Option(None, help="Start a local dask cluster of this many single-threaded "
+                                                     "worker processes for the volume steps."),
 ) -> None:
     """Everything: register, train, segment phases and particles, measure, validate, report."""
     if model is not None:
         from mineral3d.nn import load_model
 
         load_model(model)  # a bad model folder fails before any work
-    _run(sample, out_dir, _settings(config_file, device=device, seed=seed, iterations=iterations), model)
+    _run(sample, out_dir, _settings(config_file, device=device, seed=seed, iterations=iterations), model,
+         scheduler, workers)
 
 
 @app.command("apply")
@@ -609,33 +592,64 @@ def apply_cmd(
                                                         "a Zarr CT]."),
     allow_resample: bool = typer.Option(True, "--allow-resample/--no-resample",
                                         help="Resample when the sample's voxel size differs from the model's."),
+    scheduler: Optional[str] = typer.Option(None, help="Where volume steps run: threads (default: this "
+                                                       "process), processes, or a dask.distributed scheduler "
+                                                       "address (tcp://host:8786) whose workers share OUT's "
+                                                       "file system."),
+    workers: Optional[int] = typer.Option(None, help="Start a local dask cluster of this many single-threaded "
+                                                     "worker processes for the volume steps."),
 ) -> None:
-    """Segment, measure and report a sample or a bare CT with a trained model (no training)."""
+    """Segment, measure and report a sample or a bare CT with a trained model (no training).
+
+    A TIFF CT is converted to OME-Zarr in OUT/sample/ct.zarr first (once); every volume
+    step then works block by block, so memory stays bounded whatever the volume size.
+    """
     from mineral3d.nn import load_model
 
     m = load_model(model)  # a bad model folder fails before any work
     if not ((sample / "sample.toml").exists() or sample.name == "sample.toml"):
         sample = _bare_ct_sample(sample, out_dir, m, voxel_um)
-    _run(sample, out_dir, _settings(config_file, device=device, allow_resample=allow_resample), model)
+    _run(sample, out_dir, _settings(config_file, device=device, allow_resample=allow_resample), model,
+         scheduler, workers)
 
 
 def _bare_ct_sample(ct: Path, out_dir: Path, model, voxel_um: float | None) -> Path:
-    """Write ``OUT/sample`` (sample.toml + phases.csv) around a bare CT: phase table from the model."""
+    """Write ``OUT/sample`` (sample.toml + phases.csv) around a bare CT: phase table from the model.
+
+    A TIFF stack or slice folder is converted once to ``OUT/sample/ct.zarr`` (a slab of
+    pages at a time, never the whole volume); a rerun with the same source file reuses it.
+    """
     from mineral3d.io.atomic import write_text
     from mineral3d.io.sample import sample_toml_text
     from mineral3d.io.volumes import open_volume
+    from mineral3d.io.zarr_io import convert_to_zarr, zarr_attrs
 
-    vol, recorded = open_volume(ct, name="CT volume")  # validates the file before any work
-    voxel = voxel_um or recorded
-    if voxel is None or not voxel > 0:
-        raise InputError(ct, "a bare CT volume needs its voxel size: give --voxel-um")
+    if not ct.exists():
+        raise InputError(ct, "file not found")
     if model.phase_table is None or model.phase_table.target is None:
         raise InputError(ct, "the model records no phase table with a target: apply it to a sample folder")
     folder = out_dir / "sample"
+    if (ct / "zarr.json").exists():
+        _, recorded = open_volume(ct, name="CT volume")  # validates the file before any work
+        voxel = voxel_um or recorded
+        if voxel is None or not voxel > 0:
+            raise InputError(ct, "a bare CT volume needs its voxel size: give --voxel-um")
+        ct_path = ct.resolve()
+    else:
+        if voxel_um is None or not voxel_um > 0:
+            raise InputError(ct, "a bare CT volume needs its voxel size: give --voxel-um")
+        voxel, ct_path = voxel_um, folder / "ct.zarr"
+        st = ct.stat()
+        source = f"{ct.resolve()}|{st.st_size}|{st.st_mtime_ns}|{voxel}"
+        if not ((ct_path / "zarr.json").exists() and zarr_attrs(ct_path).get("converted_from") == source):
+            with _progress() as p:
+                task = p.add_task(f"converting {ct.name} to Zarr", total=1)
+                convert_to_zarr(ct, ct_path, voxel_size_um=voxel, overwrite=True, attrs={"converted_from": source},
+                                progress=lambda d, n: p.update(task, completed=d, total=n))
     write_text(folder / "phases.csv", model.phase_table.to_csv_text())
     write_text(folder / "sample.toml", sample_toml_text(name=ct.stem, voxel_size_um=voxel,
                                                         target=model.phase_table.target, sections=[],
-                                                        ct_path=str(ct.resolve())))
+                                                        ct_path=str(Path(ct_path).resolve())))
     return folder
 
 

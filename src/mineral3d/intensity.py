@@ -29,7 +29,7 @@ def otsu_threshold(values: np.ndarray, bins: int = 512) -> float:
     return float(centres[int(np.argmax(between))])
 
 
-def _subsample(volume, n: int, seed: int) -> np.ndarray:
+def random_voxels(volume, n: int, seed: int) -> np.ndarray:
     """Up to ``n`` random voxels of a (possibly lazy) volume, read slab by slab."""
     shape = volume.shape
     total = int(np.prod(shape))
@@ -67,7 +67,7 @@ class GreyLevels:
     @classmethod
     def from_volume(cls, volume, *, n_samples: int = 2_000_000, seed: int = 0) -> GreyLevels:
         """Measure the levels on a random subsample of ``volume`` (ndarray, or a Zarr/dask array)."""
-        sample = _subsample(volume, n_samples, seed)
+        sample = random_voxels(volume, n_samples, seed)
         sample = sample[np.isfinite(sample)]
         lo, hi = np.percentile(sample, [0.5, 99.5])
         sample = sample[(sample >= lo) & (sample <= hi)]

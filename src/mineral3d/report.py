@@ -23,6 +23,7 @@ from jinja2 import Environment  # noqa: E402
 
 from scipy import ndimage  # noqa: E402
 
+from mineral3d.intensity import random_voxels  # noqa: E402
 from mineral3d.io.sample import Sample  # noqa: E402
 
 METHOD_LABEL = {"3d": "3D (particles)", "2d-virtual": "2D virtual sections", "2d-map": "2D SEM-EDS maps"}
@@ -60,7 +61,7 @@ def fig_orthoslices(ct: np.ndarray, phases: np.ndarray, particles: np.ndarray | 
              ("y", (slice(None), centre[1], slice(None)), ("x (voxels)", "z (voxels)")),
              ("x", (slice(None), slice(None), centre[2]), ("y (voxels)", "z (voxels)"))]
     fig, axes = plt.subplots(2, 3, figsize=(13, 8))
-    lo, hi = np.percentile(ct[::4, ::4, ::4], [0.5, 99.5])
+    lo, hi = np.percentile(random_voxels(ct, 500_000, 0), [0.5, 99.5])
     for j, (name, sl, (xl, yl)) in enumerate(views):
         g = np.clip((ct[sl].astype(float) - lo) / max(hi - lo, 1e-9), 0, 1)
         axes[0, j].imshow(g, cmap="gray", interpolation="nearest")
@@ -361,7 +362,7 @@ def _fmt(v, pct=True) -> str:
     return f"{100 * v:.1f}%" if pct else f"{v:.3f}"
 
 
-def build_report(out: str | Path, sample: Sample, *, max_voxels_for_views: int = 400 ** 3) -> str:
+def build_report(out: str | Path, sample: Sample) -> str:
     """The report of run folder ``out`` as an HTML string (figures inline)."""
     import zarr
 
@@ -396,8 +397,7 @@ def build_report(out: str | Path, sample: Sample, *, max_voxels_for_views: int =
                         "caption": "Each map's phase outlines over the CT resampled on the plane found (left) and "
                                    "a checkerboard of map and CT (right). Score: normalised cross-correlation of "
                                    "particle masks; the runner-up is the best distinct other plane."})
-    ph = phases[...]
-    pa = parts[...] if parts is not None else None
+    ph, pa = phases, parts  # lazy Zarr arrays: the figures read the slices and boxes they show
     figures.append({"title": "CT with phases and particles", "images": [fig_orthoslices(ct, ph, pa, sample)],
                     "caption": "Central slices in three orthogonal views: CT grey values (top), phase segmentation "
                                "with particle outlines (bottom)."})
@@ -439,7 +439,7 @@ def build_report(out: str | Path, sample: Sample, *, max_voxels_for_views: int =
     if by_size:
         figures.append({"title": "Liberation by size class", "images": [by_size],
                         "caption": "Share of the target in particles of at least 80% grade, per size class."})
-    if pa is not None and int(np.prod(ph.shape)) <= max_voxels_for_views:
+    if pa is not None:
         img = fig_particles_3d(ph, pa, particles, sample)
         if img:
             figures.append({"title": "Typical particles in 3D", "images": [img],

@@ -23,6 +23,9 @@ from mineral3d.io.transforms import read_transform, write_transform
 from mineral3d.phases import PhaseTable
 from mineral3d.plane import PlaneTransform
 
+LAZY_BYTES = 1 << 30
+"""CT files larger than this (1 GiB) are memory-mapped rather than read (when uncompressed)."""
+
 ROLES = ("train", "validation")
 
 
@@ -184,14 +187,23 @@ class Sample:
         return self._tables[1]
 
     def ct(self) -> np.ndarray:
-        """The CT volume (Z, Y, X), uint8/uint16/float32 (TIFF, slice folder, or a Zarr from ``convert``)."""
+        """The CT volume (Z, Y, X), uint8/uint16/float32 (TIFF, slice folder, or a Zarr from ``convert``).
+
+        A Zarr CT stays on disk (a lazy ``zarr.Array``, read where sliced); an uncompressed
+        TIFF over ``LAZY_BYTES`` is memory-mapped; anything else is read into memory.
+        """
         if "ct" not in self._cache:
-            if (self.config.ct / "zarr.json").exists():
+            path = self.config.ct
+            if (path / "zarr.json").exists():
                 from mineral3d.io.volumes import read_any_volume
 
-                self._cache["ct"] = read_any_volume(self.config.ct, name="CT volume")[0]
+                self._cache["ct"] = read_any_volume(path, name="CT volume")[0]
+            elif path.is_file() and path.stat().st_size > LAZY_BYTES:
+                from mineral3d.io.volumes import open_volume
+
+                self._cache["ct"] = open_volume(path, name="CT volume")[0]
             else:
-                self._cache["ct"] = read_volume(self.config.ct)
+                self._cache["ct"] = read_volume(path)
         return self._cache["ct"]
 
     def section_map(self, name: str) -> np.ndarray:
@@ -248,7 +260,7 @@ class Sample:
         return tifffile.imread(path)
 
     def validate(self) -> None:
-        """Read every file of the sample; raise InputError on the first bad one."""
+        """Open every file of the sample (a large CT lazily); raise InputError on the first bad one."""
         ct = self.ct()
         _ = self.phase_table
         for s in self.config.sections:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,31 @@ def open_volume(path: str | os.PathLike, *, name: str = "CT volume", labels: boo
         if mm is not None and mm.ndim == 3 and mm.dtype in dtypes and min(mm.shape) >= 2:
             return mm, None
     return read_volume(path, name=name, dtypes=dtypes), None
+
+
+@dataclass(frozen=True)
+class VolumeRef:
+    """A volume that a task (maybe in another process or machine) opens itself.
+
+    ``path`` (Zarr, TIFF: anything :func:`open_volume` reads) travels as a string; an
+    in-memory ``array`` travels whole, so it suits threads and small tests only.
+    """
+
+    path: str | None = None
+    array: np.ndarray | None = None
+    labels: bool = True
+
+    def open(self):
+        if self.array is not None:
+            return self.array
+        vol, _ = open_volume(self.path, name="volume", labels=self.labels)
+        return vol
+
+    @classmethod
+    def of(cls, volume, path=None, *, labels: bool = True) -> VolumeRef:
+        """A reference to ``path`` when given (or ``volume`` is a path), else to the array itself."""
+        if path is not None:
+            return cls(path=os.fspath(path), labels=labels)
+        if isinstance(volume, (str, os.PathLike)):
+            return cls(path=os.fspath(volume), labels=labels)
+        return cls(array=np.asarray(volume), labels=labels)

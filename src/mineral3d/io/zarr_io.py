@@ -176,7 +176,8 @@ class _Closer:
 
 
 def convert_to_zarr(src: str | os.PathLike, out: str | os.PathLike, *, voxel_size_um: float,
-                    chunks=(64, 128, 128), overwrite: bool = False, progress=None, name: str = "CT volume") -> Path:
+                    chunks=(64, 128, 128), overwrite: bool = False, progress=None, name: str = "CT volume",
+                    attrs: dict | None = None) -> Path:
     """Convert a TIFF stack or slice folder to an OME-Zarr volume, ``chunks[0]`` pages at a time.
 
     Memory is bounded by one slab of ``chunks[0]`` pages, whatever the volume size; the
@@ -199,5 +200,6 @@ def convert_to_zarr(src: str | os.PathLike, out: str | os.PathLike, *, voxel_siz
         group.attrs.update({"ome": {"version": "0.5", "multiscales": [
             {"name": out.stem, "axes": _AXES, "datasets": [{"path": "0", "coordinateTransformations": [
                 {"type": "scale", "scale": [float(voxel_size_um)] * 3}]}]}]},
-            "mineral3d": {"voxel_size_um": float(voxel_size_um), "labels": False, "source": os.fspath(src)}})
+            "mineral3d": {"voxel_size_um": float(voxel_size_um), "labels": False, "source": os.fspath(src),
+                          **(attrs or {})}})
     return out

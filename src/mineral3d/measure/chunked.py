@@ -18,31 +18,16 @@ volume (plus the per-particle sums: about 2 kB per particle).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import cc3d
 import numpy as np
 import pandas as pd
 
+from mineral3d.cluster import compute
+from mineral3d.io.volumes import VolumeRef
 from mineral3d.measure.particles import _hull_candidates, assemble_table, caliper_widths_of_points, phase_counts
 from mineral3d.measure.surface import label_surfaces
 from mineral3d.phases import PhaseTable
-
-
-@dataclass(frozen=True)
-class VolumeRef:
-    """A volume to open inside a task: a Zarr array path, or an in-memory array (threads only)."""
-
-    path: str | None = None
-    array: np.ndarray | None = None
-
-    def open(self):
-        if self.array is not None:
-            return self.array
-        from mineral3d.io.volumes import open_volume
-
-        vol, _ = open_volume(self.path, name="volume", labels=True)
-        return vol
 
 
 def _max_label(labels: VolumeRef, z0: int, z1: int) -> int:
@@ -104,19 +89,6 @@ def _reduce(parts: list[dict]) -> dict:
     return total
 
 
-def _compute(tasks, scheduler):
-    import dask
-
-    if scheduler is None or isinstance(scheduler, str) and scheduler in ("threads", "processes", "synchronous"):
-        return dask.compute(*tasks, scheduler=scheduler or "threads")
-    if isinstance(scheduler, str):
-        from distributed import Client
-
-        with Client(scheduler) as client:
-            return dask.compute(*tasks, scheduler=client)
-    return dask.compute(*tasks, scheduler=scheduler)
-
-
 def particle_table_chunked(labels, phases, *, voxel_size_um: float, phase_table: PhaseTable, slab: int = 64,
                            scheduler=None, n_directions: int = 64, calipers: bool = True,
                            exposure: bool = True) -> pd.DataFrame:
@@ -142,10 +114,10 @@ def particle_table_chunked(labels, phases, *, voxel_size_um: float, phase_table:
     if tuple(pref.open().shape) != shape:
         raise ValueError(f"labels {shape} and phases {tuple(pref.open().shape)} differ in shape")
     bounds = [(z, min(z + slab, shape[0])) for z in range(0, shape[0], slab)]
-    n_labels = max(_compute([dask.delayed(_max_label)(lref, z0, z1) for z0, z1 in bounds], scheduler)) + 1
+    n_labels = max(compute([dask.delayed(_max_label)(lref, z0, z1) for z0, z1 in bounds], scheduler)) + 1
     tasks = [dask.delayed(slab_partials)(lref, pref, z0, z1, n_labels, exposure=exposure, calipers=calipers)
              for z0, z1 in bounds]
-    total = _reduce(list(_compute(tasks, scheduler)))
+    total = _reduce(list(compute(tasks, scheduler)))
     counts = total["counts"]
     rows = np.flatnonzero(counts)
     rows = rows[rows > 0]

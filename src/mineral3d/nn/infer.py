@@ -144,18 +144,29 @@ def predict_blocks(volume, normalise: Callable[[np.ndarray], np.ndarray], net: t
     prob : (K, z, y, x) float32 ndarray
         Class probabilities of the block's voxels.
     """
-    shape = tuple(volume.shape)
-    h = int(config.halo)
-    for number, core in enumerate(blocks(shape, config.block)):
+    for number, core in enumerate(blocks(tuple(volume.shape), config.block)):
         if skip is not None and skip(number):
             continue
-        outer = tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, n in zip(core, shape))
-        image = normalise(np.asarray(volume[outer]))
-        if zoom != 1.0:
-            target = [max(1, int(round(n * zoom))) for n in image.shape]
-            prob = predict_probabilities(net, _resample(image, target), config=config, device=device)
-            prob = _resample(prob, image.shape)
-        else:
-            prob = predict_probabilities(net, image, config=config, device=device)
-        inner = tuple(slice(c.start - o.start, c.stop - o.start) for c, o in zip(core, outer))
-        yield number, core, prob[(slice(None), *inner)]
+        yield number, core, predict_block(volume, normalise, net, core, config=config, device=device, zoom=zoom)
+
+
+def predict_block(volume, normalise: Callable[[np.ndarray], np.ndarray], net: torch.nn.Module,
+                  core: tuple[slice, slice, slice], *, config: InferConfig = InferConfig(),
+                  device: torch.device | str = "cpu", zoom: float = 1.0) -> np.ndarray:
+    """Class probabilities (K, z, y, x) of the voxels of ``core``, read with ``config.halo`` around it.
+
+    One unit of :func:`predict_blocks` (same parameters), for schedulers that hand blocks to
+    workers.
+    """
+    shape = tuple(volume.shape)
+    h = int(config.halo)
+    outer = tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, n in zip(core, shape))
+    image = normalise(np.asarray(volume[outer]))
+    if zoom != 1.0:
+        target = [max(1, int(round(n * zoom))) for n in image.shape]
+        prob = predict_probabilities(net, _resample(image, target), config=config, device=device)
+        prob = _resample(prob, image.shape)
+    else:
+        prob = predict_probabilities(net, image, config=config, device=device)
+    inner = tuple(slice(c.start - o.start, c.stop - o.start) for c, o in zip(core, outer))
+    return prob[(slice(None), *inner)]

@@ -21,6 +21,7 @@ import zarr
 
 from mineral3d.baseline import GreyClassifier
 from mineral3d.calibrate import classify
+from mineral3d.cluster import client_of
 from mineral3d.errors import InputError
 from mineral3d.intensity import GreyLevels
 from mineral3d.io.atomic import write_json
@@ -28,7 +29,7 @@ from mineral3d.io.sample import Sample
 from mineral3d.io.transforms import read_transform
 from mineral3d.labels import SparseLabels, merge_labels, section_voxels
 from mineral3d.nn import runtime
-from mineral3d.nn.infer import InferConfig, predict_blocks
+from mineral3d.nn.infer import InferConfig, blocks, predict_blocks
 from mineral3d.nn.model import Model
 from mineral3d.nn.network import NetworkConfig
 from mineral3d.nn.train import TrainConfig, train
@@ -83,7 +84,6 @@ def _calibrate(model: Model, ct: np.ndarray, area_fractions: np.ndarray, device,
                max_blocks: int = 8, voxels: int = 400_000) -> list[float]:
     """Class offsets that give the sections' material fractions on the training volume."""
     from mineral3d.calibrate import fit_class_bias
-    from mineral3d.nn.infer import blocks
 
     config = InferConfig()
     n = len(list(blocks(ct.shape, config.block)))
@@ -199,7 +199,8 @@ class SegmentResult:
 
 def segment_phases(volume, *, voxel_size_um: float, model: Model, out: str | os.PathLike,
                    config: InferConfig = InferConfig(), device: str = "auto", probabilities: bool = False,
-                   zoom: float = 1.0, progress: Callable[[int, int], None] | None = None) -> SegmentResult:
+                   zoom: float = 1.0, progress: Callable[[int, int], None] | None = None,
+                   scheduler=None, volume_path: str | os.PathLike | None = None) -> SegmentResult:
     """Write ``out`` (a Zarr group, e.g. ``segmentation.zarr``) array ``phases`` (+ ``probabilities``).
 
     ``phases`` holds uint8 phase ids, chunked 64³; ``probabilities`` (optional) the class
@@ -207,6 +208,13 @@ def segment_phases(volume, *, voxel_size_um: float, model: Model, out: str | os.
     Arrays are built under a hidden ``.phases.partial`` name and renamed when complete; an
     interrupted run with the same model, volume and settings resumes from its last
     finished block.
+
+    With a dask.distributed ``scheduler`` (:mod:`mineral3d.cluster`) the blocks are
+    handed to the workers, which read their block of the volume (``volume_path``, or the
+    path ``volume`` was opened from, must be readable there) and write their block of
+    the output (``out`` must be on a file system the workers share); otherwise blocks
+    run one after another in this process, torch using every core. Blocks are whole
+    output chunks, so no two workers write the same chunk, and the result is the same.
     """
     out = Path(out)
     dev = runtime.resolve_device(device)
@@ -251,15 +259,34 @@ def segment_phases(volume, *, voxel_size_um: float, model: Model, out: str | os.
         progress(len(done), n_blocks)
     background = model.classes.index(0) if 0 in model.classes else 0
     bias = None if model.class_bias is None else np.asarray(model.class_bias)
-    for number, sl, prob in predict_blocks(volume, levels.normalise, net, config=config, device=dev, zoom=zoom,
-                                           skip=lambda n: n in done):
-        phases[sl] = classes[classify(prob, bias, background=background)]
-        if probs is not None:
-            probs[(slice(None), *sl)] = np.rint(np.clip(prob, 0, 1) * 255).astype(np.uint8)
-        done.add(number)
-        write_json(state_file, {"key": key, "done": sorted(done)})
-        if progress is not None:
-            progress(len(done), n_blocks)
+    client = client_of(scheduler)
+    if client is None:
+        for number, sl, prob in predict_blocks(volume, levels.normalise, net, config=config, device=dev, zoom=zoom,
+                                               skip=lambda n: n in done):
+            _write_block(phases, probs, sl, prob, classes, bias, background)
+            done.add(number)
+            write_json(state_file, {"key": key, "done": sorted(done)})
+            if progress is not None:
+                progress(len(done), n_blocks)
+    else:
+        from distributed import as_completed
+
+        from mineral3d.io.volumes import VolumeRef
+
+        ref = VolumeRef.of(volume, volume_path or getattr(getattr(volume, "store", None), "root", None),
+                           labels=False)
+        ref_f, model_f = client.scatter([ref, model], broadcast=True)
+        todo = [(n, sl) for n, sl in enumerate(blocks(shape, config.block)) if n not in done]
+        futures = [client.submit(_segment_block_task, ref_f, model_f, levels, config, zoom, sl, str(partial),
+                                 probabilities, str(dev), number=n, key=f"segment-block-{key}-{n}", pure=False)
+                   for n, sl in todo]
+        for fut in as_completed(futures):
+            done.add(fut.result())
+            write_json(state_file, {"key": key, "done": sorted(done)})
+            if progress is not None:
+                progress(len(done), n_blocks)
+        phases = zarr.open_group(store=str(partial), mode="r+")["phases"]
+        probs = zarr.open_group(store=str(partial), mode="r+")["probabilities"] if probabilities else None
     attrs = {"voxel_size_um": float(voxel_size_um), "labels": True, "classes": [int(c) for c in classes],
              "model_voxel_size_um": model.voxel_size_um, "zoom": zoom, "grey_levels": levels.to_dict()}
     phases.attrs.update(attrs)
@@ -275,3 +302,25 @@ def segment_phases(volume, *, voxel_size_um: float, model: Model, out: str | os.
         shutil.rmtree(out / "probabilities")  # stale, from an earlier run with other settings
     shutil.rmtree(partial)
     return SegmentResult(out, n_blocks, resumed, zoom, levels)
+
+
+def _write_block(phases, probs, sl, prob: np.ndarray, classes: np.ndarray, bias, background: int) -> None:
+    phases[sl] = classes[classify(prob, bias, background=background)]
+    if probs is not None:
+        probs[(slice(None), *sl)] = np.rint(np.clip(prob, 0, 1) * 255).astype(np.uint8)
+
+
+def _segment_block_task(ref, model: Model, levels: GreyLevels, config: InferConfig, zoom: float, sl, partial: str,
+                        probabilities: bool, device: str, *, number: int) -> int:
+    """One block on a dask worker: read, predict, write into the partial arrays; returns ``number``."""
+    from mineral3d.nn.infer import predict_block
+
+    dev = runtime.resolve_device(device)
+    net = model.build(dev)
+    prob = predict_block(ref.open(), levels.normalise, net, sl, config=config, device=dev, zoom=zoom)
+    g = zarr.open_group(store=partial, mode="r+")
+    classes = np.asarray(model.classes, np.uint8)
+    background = model.classes.index(0) if 0 in model.classes else 0
+    bias = None if model.class_bias is None else np.asarray(model.class_bias)
+    _write_block(g["phases"], g["probabilities"] if probabilities else None, sl, prob, classes, bias, background)
+    return number

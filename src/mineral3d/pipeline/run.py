@@ -169,6 +169,8 @@ class RunContext:
     log: Callable[[str], None] = print
     keys: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    scheduler: object = None
+    """Where volume steps run (:mod:`mineral3d.cluster`); results do not depend on it, so it is no step setting."""
 
 
 STEPS = ("register", "train", "segment", "particles", "measure", "kernel", "validate", "report")

@@ -134,7 +134,8 @@ def step_segment(ctx) -> None:
     segment_phases(vol, voxel_size_um=s.voxel_size_um, model=model, out=_seg(ctx),
                    config=InferConfig(block=cfg.block, precision=cfg.precision), device=ctx.config.device,
                    zoom=zoom, progress=None if ctx.progress is None else
-                   (lambda d, n: ctx.progress("segmenting blocks", d, n)))
+                   (lambda d, n: ctx.progress("segmenting blocks", d, n)),
+                   scheduler=ctx.scheduler, volume_path=s.config.ct)
 
 
 def step_particles(ctx) -> None:
@@ -167,7 +168,7 @@ def step_measure(ctx) -> None:
         from mineral3d.measure.chunked import particle_table_chunked
 
         table = particle_table_chunked(_seg(ctx) / "particles", _seg(ctx) / "phases", voxel_size_um=s.voxel_size_um,
-                                       phase_table=s.phase_table, scheduler="threads")
+                                       phase_table=s.phase_table, scheduler=ctx.scheduler or "threads")
     else:
         phases, labels = phases[...], labels[...]
     result = measure(labels, phases, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, maps=maps,
@@ -195,9 +196,10 @@ def step_kernel(ctx) -> None:
     folder = ctx.out / "kernel"
     shutil.rmtree(folder, ignore_errors=True)
     table = s.phase_table
-    phases = zarr.open_array(store=str(_seg(ctx) / "phases"), mode="r")[...]
-    labels = zarr.open_array(store=str(_seg(ctx) / "particles"), mode="r")[...]
+    phases = zarr.open_array(store=str(_seg(ctx) / "phases"), mode="r")
+    labels = zarr.open_array(store=str(_seg(ctx) / "particles"), mode="r")
     parts = pd.read_csv(ctx.out / "particles.csv")
+    labels, phases, parts, crop_note = _kernel_crop(labels, phases, parts)
     try:
         k = kernel_from_volumes(labels, phases, parts, target=table.target, target_id=table.target_id,
                                 voxel_size_um=s.voxel_size_um, n_directions=cfg.n_directions, seed=ctx.config.seed,
@@ -210,6 +212,8 @@ def step_kernel(ctx) -> None:
     pop = maps_population((s.section_map(c.name), c.pixel_size_um, table.target_id, None)
                           for c in s.config.sections)
     note = "in-sample: the kernel and the corrected SEM maps come from the same sample"
+    if crop_note:
+        note += "; " + crop_note
     if k.provenance["particles"] < 100:
         note += (f"; only {k.provenance['particles']} particles lie inside the volume, so the kernel and its "
                  "intervals are rough: a trustworthy kernel needs hundreds")
@@ -220,6 +224,39 @@ def step_kernel(ctx) -> None:
     else:
         note = "no SEM map section to correct"
     write_json(folder / "status.json", {"kernel": True, "note": note, "particles": k.provenance["particles"]})
+
+
+KERNEL_VOXELS = 400 ** 3
+"""The kernel of a larger volume is measured in its central box of about this many voxels."""
+
+
+def _kernel_crop(labels, phases, parts):
+    """(labels, phases, table, note): the volumes in memory, or their central box when larger than KERNEL_VOXELS.
+
+    A kernel needs hundreds of whole particles, not the whole volume: in a crop, only the
+    particles that lie inside it (and inside the volume) are used, with their table
+    rows; the rest of the crop is ignored (their sections find no table row).
+    """
+    import numpy as np
+
+    shape = np.array(labels.shape)
+    if shape.prod() <= KERNEL_VOXELS:
+        return labels[...], phases[...], parts, ""
+    side = np.minimum(shape, int(round(KERNEL_VOXELS ** (1 / 3))))
+    while side.prod() < KERNEL_VOXELS and (side < shape).any():  # flat volumes: widen the other axes
+        side = np.minimum(shape, (side * 1.1).astype(int) + 1)
+    lo = (shape - side) // 2
+    box = tuple(slice(int(a), int(a + n)) for a, n in zip(lo, side))
+    inside = np.ones(len(parts), bool)
+    for d, a in enumerate("zyx"):
+        inside &= (parts[f"bbox_{a}0"].to_numpy() > lo[d]) & (parts[f"bbox_{a}1"].to_numpy() < lo[d] + side[d])
+    sub = parts[inside].copy()
+    for d, a in enumerate("zyx"):
+        for e in "01":
+            sub[f"bbox_{a}{e}"] -= lo[d]
+    note = (f"kernel measured in the central {' x '.join(map(str, side))} voxels of the "
+            f"{' x '.join(map(str, shape))} volume ({int((~sub['touches_border'].astype(bool)).sum())} whole particles)")
+    return labels[box], phases[box], sub, note
 
 
 def step_validate(ctx) -> None:
