@@ -115,3 +115,26 @@ def test_segmentation_on_a_local_cluster_equals_in_process(tmp_path, cluster_cli
     qb = zarr.open_array(store=str(tmp_path / "b.zarr" / "probabilities"), mode="r")[...]
     assert np.unique(qa).size > 50
     np.testing.assert_array_equal(qa, qb)
+
+
+@pytest.mark.parametrize("where", ["threads", "cluster"])
+def test_chunked_particles_equal_in_memory(volumes, tmp_path, where, request):
+    import zarr
+
+    from mineral3d.instances import InstanceConfig, particle_labels, particle_labels_chunked
+
+    s, root, _ = volumes
+    fg = zarr.open_array(store=str(root / "phases.zarr"), mode="r")
+    config = InstanceConfig.for_sample(voxel_size_um=s.voxel_size_um, sieve_um=s.config.sieve_um)
+    ref = particle_labels(fg[...] != 0, config)
+    chunks = (32, 64, 64)  # 3 x 2 x 2 = 12 blocks
+    out = zarr.create_array(store=str(tmp_path / "out.zarr"), shape=fg.shape, dtype=np.uint32, chunks=chunks,
+                            fill_value=0)
+    scratch = zarr.create_array(store=str(tmp_path / "scratch.zarr"), shape=fg.shape, dtype=np.uint32,
+                                chunks=chunks, fill_value=0)
+    client = request.getfixturevalue("cluster_client") if where == "cluster" else None
+    n = particle_labels_chunked(fg, out, config, chunks=chunks, scratch=scratch, scheduler=client,
+                                foreground_path=root / "phases.zarr", scratch_path=tmp_path / "scratch.zarr",
+                                batch=4)
+    assert n == int(ref.max()) > 10
+    np.testing.assert_array_equal(out[...], ref)

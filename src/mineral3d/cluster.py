@@ -66,6 +66,23 @@ def client_of(scheduler):
     return scheduler
 
 
+def map_ordered(fn, arg_tuples, client=None):
+    """``fn(*args)`` for each tuple, results yielded in order: here, or on ``client``'s workers.
+
+    On a cluster every task is submitted at once (results wait on the workers) and each
+    result is fetched when its turn comes, so this process holds one result at a time.
+    """
+    if client is None:
+        for args in arg_tuples:
+            yield fn(*args)
+        return
+    futures = [client.submit(fn, *args, pure=False) for args in arg_tuples]
+    for i, fut in enumerate(futures):
+        yield fut.result()
+        futures[i] = None  # release it on the workers
+        fut.release()
+
+
 def compute(tasks, scheduler=None):
     """``dask.compute(*tasks)`` on ``scheduler`` (see the module docstring)."""
     import dask

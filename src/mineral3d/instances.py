@@ -262,8 +262,54 @@ class _UnionFind:
         return csgraph.connected_components(g, directed=False)[1]
 
 
+def _block_components(fg_ref, scratch_ref, sl) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """6-connected components of one block, written (ids 1..k) into the scratch array.
+
+    Returns k and, per component, the flat index of its first voxel in the volume and its
+    box (lo, hi) in volume coordinates.
+    """
+    fg_all = fg_ref.open()
+    shape = tuple(fg_all.shape)
+    lab = cc3d.connected_components(np.asarray(fg_all[sl]) != 0, connectivity=6).astype(np.uint32)
+    scratch_ref.open()[sl] = lab
+    k = int(lab.max())
+    if not k:
+        e = np.zeros((0, 3), np.int64)
+        return 0, np.zeros(0, np.int64), e, e
+    flat = lab.reshape(-1)
+    idx = np.flatnonzero(flat)
+    _, first = np.unique(flat[idx], return_index=True)
+    start = np.array([s.start for s in sl])
+    local = np.stack(np.unravel_index(idx[first], lab.shape), axis=1) + start
+    boxes = ndimage.find_objects(lab)
+    lo = np.array([[b.start for b in bx] for bx in boxes]) + start
+    hi = np.array([[b.stop for b in bx] for bx in boxes]) + start
+    return k, np.ravel_multi_index(tuple(local.T), shape), lo, hi
+
+
+def _global_ids(scratch, box, offsets: np.ndarray, chunks) -> np.ndarray:
+    """Provisional labels of ``box`` made global: block-local id + the block's offset (0 stays 0)."""
+    lab = np.asarray(scratch[box]).astype(np.int64)
+    idx = [np.arange(s.start, s.stop) // c for s, c in zip(box, chunks)]
+    off = offsets[np.ix_(*idx)]
+    return np.where(lab > 0, lab + off, 0)
+
+
+def _separate_batch(scratch_ref, batch, lut: np.ndarray, offsets: np.ndarray, chunks,
+                    config: InstanceConfig) -> list[tuple[tuple[slice, ...], np.ndarray, int]]:
+    """Separate the clusters of ``batch`` ((cluster, box) pairs): (box, labels 1..k, k) each."""
+    scratch = scratch_ref.open()
+    out = []
+    for c, box in batch:
+        mask = lut[_global_ids(scratch, box, offsets, chunks)] == c
+        lab, k = separate_cluster(mask, config)
+        out.append((box, lab, k))
+    return out
+
+
 def particle_labels_chunked(foreground, out, config: InstanceConfig, *, chunks=(128, 128, 128),
-                            scratch=None, progress: Callable[[str, int, int], None] | None = None) -> int:
+                            scratch=None, progress: Callable[[str, int, int], None] | None = None,
+                            scheduler=None, foreground_path=None, scratch_path=None, batch: int = 16) -> int:
     """Particle ids of a foreground too big for memory, written into ``out``.
 
     Parameters
@@ -271,63 +317,73 @@ def particle_labels_chunked(foreground, out, config: InstanceConfig, *, chunks=(
     foreground : (Z, Y, X) array-like
         Sliceable (Zarr, memmap, ndarray); nonzero = particle.
     out : (Z, Y, X) array-like, writable, uint32
-        Receives the ids (e.g. a Zarr array); must be zero-initialised.
+        Receives the ids (e.g. a Zarr array); must be zero-initialised. Only this
+        process writes it.
     config : InstanceConfig
     chunks : (3,) tuple of int
-        Block shape for the cluster search.
-    scratch : (Z, Y, X) writable int64/uint64 array-like, optional
-        Space for provisional cluster labels (an in-memory array by default; pass a Zarr
+        Block shape for the cluster search (scratch chunks must be whole blocks).
+    scratch : (Z, Y, X) writable uint32 array-like, optional
+        Space for block-local component ids (an in-memory array by default; pass a Zarr
         array for volumes that do not fit).
+    scheduler : optional
+        A dask.distributed client/address (:mod:`mineral3d.cluster`): blocks and batches
+        of clusters are handed to its workers, which open ``foreground_path`` and
+        ``scratch_path`` (Zarr arrays on a shared file system) themselves. Otherwise
+        everything runs here. The result does not depend on it.
+    batch : int
+        Clusters per worker task.
 
     Returns
     -------
     int : number of particles. Equal, voxel for voxel, to :func:`particle_labels`.
     """
+    from mineral3d.cluster import client_of, map_ordered
+    from mineral3d.io.volumes import VolumeRef
+
     shape = tuple(int(s) for s in foreground.shape)
     if scratch is None:
-        scratch = np.zeros(shape, np.int64)
+        scratch = np.zeros(shape, np.uint32)
+    client = client_of(scheduler)
+    if client is not None and (foreground_path is None or scratch_path is None):
+        raise ValueError("a distributed scheduler needs foreground_path and scratch_path (Zarr) for its workers")
+    if client is None:
+        fg_ref, sc_ref = VolumeRef(array=foreground), VolumeRef(array=scratch, writable=True)
+    else:
+        fg_ref, sc_ref = VolumeRef(path=str(foreground_path)), VolumeRef(path=str(scratch_path), writable=True)
+    grid = [len(range(0, s, c)) for s, c in zip(shape, chunks)]
     blocks = [tuple(slice(a, min(a + c, s)) for a, c, s in zip(start, chunks, shape))
               for start in itertools.product(*(range(0, s, c) for s, c in zip(shape, chunks)))]
-    # 1. provisional labels per block, globally unique; first voxel and box of each
-    offset = 0
-    firsts, lo_all, hi_all = [], [], []
-    for i, sl in enumerate(blocks):
-        fg = np.asarray(foreground[sl]) != 0
-        lab = cc3d.connected_components(fg, connectivity=6).astype(np.int64)
-        k = int(lab.max())
-        if k:
-            flat = lab.reshape(-1)
-            idx = np.flatnonzero(flat)
-            _, first = np.unique(flat[idx], return_index=True)
-            local = np.stack(np.unravel_index(idx[first], lab.shape), axis=1) + [s.start for s in sl]
-            firsts.append(np.ravel_multi_index(tuple(local.T), shape))
-            boxes = ndimage.find_objects(lab)
-            lo_all.append(np.array([[b.start + s.start for b, s in zip(bx, sl)] for bx in boxes]))
-            hi_all.append(np.array([[b.stop + s.start for b, s in zip(bx, sl)] for bx in boxes]))
-            lab[lab > 0] += offset
-        scratch[sl] = lab
-        offset += k
+    # 1. block-local components; offsets make them globally unique (block order)
+    counts, firsts, lo_all, hi_all = [], [], [], []
+    for i, (k, first, lo, hi) in enumerate(map_ordered(_block_components, [(fg_ref, sc_ref, sl) for sl in blocks],
+                                                       client)):
+        counts.append(k)
+        firsts.append(first)
+        lo_all.append(lo)
+        hi_all.append(hi)
         if progress is not None:
             progress("finding clusters", i + 1, len(blocks))
-    if offset == 0:
+    total = int(sum(counts))
+    if total == 0:
         return 0
+    offsets = (np.cumsum([0] + counts[:-1]).astype(np.int64)).reshape(grid)
     first = np.concatenate(firsts)
     lo, hi = np.concatenate(lo_all), np.concatenate(hi_all)
     # 2. union of labels facing each other across block faces
     uf = _UnionFind()
     for axis in range(3):
         for cut in range(chunks[axis], shape[axis], chunks[axis]):
-            a_sl = [slice(None)] * 3
-            b_sl = [slice(None)] * 3
+            a_sl = [slice(0, n) for n in shape]
+            b_sl = [slice(0, n) for n in shape]
             a_sl[axis], b_sl[axis] = slice(cut - 1, cut), slice(cut, cut + 1)
-            a = np.asarray(scratch[tuple(a_sl)]).reshape(-1)
-            b = np.asarray(scratch[tuple(b_sl)]).reshape(-1)
+            a = _global_ids(scratch, tuple(a_sl), offsets, chunks).reshape(-1)
+            b = _global_ids(scratch, tuple(b_sl), offsets, chunks).reshape(-1)
             m = (a > 0) & (b > 0)
             if m.any():
                 uf.add(a[m] - 1, b[m] - 1)
-    comp = uf.components(offset)
+    comp = uf.components(total)
     n = int(comp.max()) + 1
-    # 3. clusters: their first voxel and box; processed in C order of first voxel
+    # 3. clusters: their first voxel and box; separated in batches, numbered in C order of first voxel
     cfirst = np.full(n, np.iinfo(np.int64).max)
     np.minimum.at(cfirst, comp, first)
     clo = np.full((n, 3), np.iinfo(np.int64).max)
@@ -336,17 +392,25 @@ def particle_labels_chunked(foreground, out, config: InstanceConfig, *, chunks=(
         np.minimum.at(clo[:, d], comp, lo[:, d])
         np.maximum.at(chi[:, d], comp, hi[:, d])
     lut = np.concatenate([[-1], comp])  # provisional label -> cluster
-    next_id = 1
-    for j, c in enumerate(np.argsort(cfirst)):
-        box = _padded_box(tuple(slice(int(a), int(b)) for a, b in zip(clo[c], chi[c])), shape)
-        mask = lut[np.asarray(scratch[box])] == c
-        lab, k = separate_cluster(mask, config)
-        if k:
-            cur = np.asarray(out[box])
-            sel = lab > 0
-            cur[sel] = lab[sel] + (next_id - 1)
-            out[box] = cur
-        next_id += k
-        if progress is not None and (j % 64 == 0 or j == n - 1):
-            progress("separating particles", j + 1, n)
+    order = np.argsort(cfirst)
+    work = [(int(c), _padded_box(tuple(slice(int(a), int(b)) for a, b in zip(clo[c], chi[c])), shape))
+            for c in order]
+    batches = [work[i:i + batch] for i in range(0, len(work), batch)]
+    if client is not None:
+        lut, offsets_arg = client.scatter([lut, offsets], broadcast=True)
+    else:
+        offsets_arg = offsets
+    next_id, done = 1, 0
+    for results in map_ordered(_separate_batch, [(sc_ref, b, lut, offsets_arg, chunks, config) for b in batches],
+                               client):
+        for box, lab, k in results:
+            if k:
+                cur = np.asarray(out[box])
+                sel = lab > 0
+                cur[sel] = lab[sel] + (next_id - 1)
+                out[box] = cur
+            next_id += k
+        done += len(results)
+        if progress is not None:
+            progress("separating particles", done, n)
     return next_id - 1

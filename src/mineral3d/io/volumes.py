@@ -70,17 +70,23 @@ def open_volume(path: str | os.PathLike, *, name: str = "CT volume", labels: boo
 class VolumeRef:
     """A volume that a task (maybe in another process or machine) opens itself.
 
-    ``path`` (Zarr, TIFF: anything :func:`open_volume` reads) travels as a string; an
-    in-memory ``array`` travels whole, so it suits threads and small tests only.
+    ``path`` (Zarr, TIFF: anything :func:`open_volume` reads; ``writable``: a Zarr array
+    opened for writing) travels as a string; an ``array`` (ndarray, or any sliceable
+    object) travels whole, so it suits this process and small tests only.
     """
 
     path: str | None = None
-    array: np.ndarray | None = None
+    array: object = None
     labels: bool = True
+    writable: bool = False
 
     def open(self):
         if self.array is not None:
             return self.array
+        if self.writable:
+            import zarr
+
+            return zarr.open_array(store=self.path, mode="r+")
         vol, _ = open_volume(self.path, name="volume", labels=self.labels)
         return vol
 
@@ -91,4 +97,4 @@ class VolumeRef:
             return cls(path=os.fspath(path), labels=labels)
         if isinstance(volume, (str, os.PathLike)):
             return cls(path=os.fspath(volume), labels=labels)
-        return cls(array=np.asarray(volume), labels=labels)
+        return cls(array=volume, labels=labels)

@@ -18,12 +18,14 @@ IN_MEMORY_VOXELS = 512 ** 3
 
 def segment_particles(group: str | os.PathLike, config: InstanceConfig, *, chunks=(128, 128, 128),
                       in_memory: bool | None = None,
-                      progress: Callable[[str, int, int], None] | None = None) -> int:
+                      progress: Callable[[str, int, int], None] | None = None, scheduler=None) -> int:
     """Write array ``particles`` (uint32 ids, 0 = no particle) beside ``phases`` in a segmentation group.
 
     Every voxel whose phase is not 0 (resin) belongs to exactly one particle. The array is
     built under ``.particles.partial`` and renamed when complete. Returns the number of
-    particles.
+    particles. Volumes over ``IN_MEMORY_VOXELS`` are separated chunk by chunk
+    (:func:`~mineral3d.instances.particle_labels_chunked`, on ``scheduler``'s workers when
+    it is a dask.distributed one); the result is the same.
     """
     group = Path(group)
     phases = zarr.open_array(store=str(group / "phases"), mode="r")
@@ -44,8 +46,10 @@ def segment_particles(group: str | os.PathLike, config: InstanceConfig, *, chunk
         out[...] = lab
         n = int(lab.max())
     else:
-        scratch = g.create_array("scratch", shape=shape, dtype=np.int64, chunks=chunks, fill_value=0)
-        n = particle_labels_chunked(phases, out, config, chunks=chunks, scratch=scratch, progress=progress)
+        scratch = g.create_array("scratch", shape=shape, dtype=np.uint32, chunks=chunks, fill_value=0)
+        n = particle_labels_chunked(phases, out, config, chunks=chunks, scratch=scratch, progress=progress,
+                                    scheduler=scheduler, foreground_path=group / "phases",
+                                    scratch_path=partial / "scratch")
     out.attrs.update({"voxel_size_um": phases.attrs.get("voxel_size_um"), "labels": True, "particles": n,
                       "instance_config": dict(config.__dict__)})
     if (group / "particles").exists():

@@ -145,7 +145,7 @@ def step_particles(ctx) -> None:
     s, cfg = ctx.sample, ctx.config.particles
     config = InstanceConfig.for_sample(voxel_size_um=s.voxel_size_um, sieve_um=s.config.sieve_um,
                                        min_diameter_um=cfg.min_diameter_um, neck_ratio=cfg.neck_ratio)
-    segment_particles(_seg(ctx), config, progress=ctx.progress)
+    segment_particles(_seg(ctx), config, progress=ctx.progress, scheduler=ctx.scheduler)
 
 
 def step_measure(ctx) -> None:
