@@ -80,7 +80,7 @@ def timed_apply(model: Path, ct: Path, out: Path, extra: list[str]) -> dict:
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
-    cmd = ["/usr/bin/time", "-v", PY, "-m", "mineral3d", "apply", str(model), str(ct), "--voxel-um", "2",
+    cmd = ["/usr/bin/time", "-v", str(Path(PY).parent / "mineral3d"), "apply", str(model), str(ct), "--voxel-um", "2",
            "--out", str(out), "--device", "cpu", *extra]
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)

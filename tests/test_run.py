@@ -153,9 +153,18 @@ def test_apply_to_a_bare_ct(small_sample, full_run, tmp_path, capsys):
     assert exc.value.code == 2 and "give --voxel-um" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["apply", str(full_run / "model"), str(small_sample / "ct.tif"), "--voxel-um", "2", "--out", str(out),
-              "--device", "cpu", "--config", str(cfg)])
+              "--device", "cpu", "--config", str(cfg), "--workers", "2"])  # on a 2-worker LocalCluster
     assert exc.value.code in (0, None)
     assert (out / "report.html").exists() and (out / "sample" / "sample.toml").exists()
+    # the TIFF was converted to Zarr once: the sample points at it, a rerun reuses it and does no work
+    zarr_ct = out / "sample" / "ct.zarr"
+    assert "ct.zarr" in (out / "sample" / "sample.toml").read_text()
+    stamp = (zarr_ct / "zarr.json").stat().st_mtime_ns
+    with pytest.raises(SystemExit) as exc:
+        main(["apply", str(full_run / "model"), str(small_sample / "ct.tif"), "--voxel-um", "2", "--out", str(out),
+              "--device", "cpu", "--config", str(cfg)])
+    assert exc.value.code in (0, None) and (zarr_ct / "zarr.json").stat().st_mtime_ns == stamp
+    assert all(t["skipped"] for t in json.loads((out / "run.json").read_text())["timings"].values())
     import zarr
 
     a = zarr.open_array(store=str(out / "segmentation.zarr" / "phases"), mode="r")[...]

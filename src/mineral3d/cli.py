@@ -337,6 +337,12 @@ def segment(
                                                               "particles)."),
     min_diameter_um: Optional[float] = typer.Option(None, help="Smallest particle diameter, µm [default: the "
                                                                "sample's lower sieve bound, else 8 voxels]."),
+    scheduler: Optional[str] = typer.Option(None, help="Where volume steps run: threads (default: this "
+                                                       "process), processes, or a dask.distributed scheduler "
+                                                       "address (tcp://host:8786) whose workers share OUT's "
+                                                       "file system."),
+    workers: Optional[int] = typer.Option(None, help="Start a local dask cluster of this many single-threaded "
+                                                     "worker processes for the volume steps."),
 ) -> None:
     """Segment mineral phases (and particles) in a whole volume, block by block, into Zarr."""
     from mineral3d.nn import load_model
@@ -348,26 +354,31 @@ def segment(
     zoom = check_model(model, voxel_size_um=voxel, phase_table=table, allow_resample=allow_resample,
                        source=str(source))
     config = InferConfig(block=_ints(block, "--block"), precision=precision)
-    with _progress() as p:
-        prog = _StageProgress(p)
-        r = segment_phases(vol, voxel_size_um=voxel, model=model, out=out_dir / "segmentation.zarr", config=config,
-                           device=device, probabilities=probabilities, zoom=zoom,
-                           progress=lambda d, n: prog("segmenting blocks", d, n))
-    out.print(f"wrote {r.path}/phases ({r.blocks} blocks" + (f", {r.resumed_blocks} resumed" if r.resumed_blocks
-                                                             else "") + (f", resampled x{zoom:.3f}" if zoom != 1
-                                                                         else "") + ")")
-    if particles:
-        _particles(r.path, voxel, sample.config.sieve_um if sample else None, min_diameter_um, 0.7)
+    from mineral3d.cluster import open_scheduler
+
+    ct_path = sample.config.ct if sample is not None else source
+    with open_scheduler(scheduler, workers) as sched:
+        with _progress() as p:
+            prog = _StageProgress(p)
+            r = segment_phases(vol, voxel_size_um=voxel, model=model, out=out_dir / "segmentation.zarr",
+                               config=config, device=device, probabilities=probabilities, zoom=zoom,
+                               progress=lambda d, n: prog("segmenting blocks", d, n), scheduler=sched,
+                               volume_path=ct_path)
+        out.print(f"wrote {r.path}/phases ({r.blocks} blocks" + (f", {r.resumed_blocks} resumed"
+                                                                 if r.resumed_blocks else "")
+                  + (f", resampled x{zoom:.3f}" if zoom != 1 else "") + ")")
+        if particles:
+            _particles(r.path, voxel, sample.config.sieve_um if sample else None, min_diameter_um, 0.7, sched)
 
 
-def _particles(group: Path, voxel: float, sieve, min_diameter_um, neck_ratio) -> None:
+def _particles(group: Path, voxel: float, sieve, min_diameter_um, neck_ratio, scheduler=None) -> None:
     from mineral3d.instances import InstanceConfig
     from mineral3d.pipeline.particles import segment_particles
 
     config = InstanceConfig.for_sample(voxel_size_um=voxel, sieve_um=sieve, min_diameter_um=min_diameter_um,
                                        neck_ratio=neck_ratio)
     with _progress() as p:
-        n = segment_particles(group, config, progress=_StageProgress(p))
+        n = segment_particles(group, config, progress=_StageProgress(p), scheduler=scheduler)
     out.print(f"wrote {group}/particles ({n} particles; markers {config.marker_radius:.1f} voxels, "
               f"fragments < {config.min_voxels} voxels merged, neck ratio {config.neck_ratio:g})")
 
@@ -646,10 +657,13 @@ def _bare_ct_sample(ct: Path, out_dir: Path, model, voxel_um: float | None) -> P
                 task = p.add_task(f"converting {ct.name} to Zarr", total=1)
                 convert_to_zarr(ct, ct_path, voxel_size_um=voxel, overwrite=True, attrs={"converted_from": source},
                                 progress=lambda d, n: p.update(task, completed=d, total=n))
-    write_text(folder / "phases.csv", model.phase_table.to_csv_text())
-    write_text(folder / "sample.toml", sample_toml_text(name=ct.stem, voxel_size_um=voxel,
-                                                        target=model.phase_table.target, sections=[],
-                                                        ct_path=str(Path(ct_path).resolve())))
+    files = {"phases.csv": model.phase_table.to_csv_text(),
+             "sample.toml": sample_toml_text(name=ct.stem, voxel_size_um=voxel, target=model.phase_table.target,
+                                             sections=[], ct_path=str(Path(ct_path).resolve()))}
+    for name, text in files.items():
+        path = folder / name
+        if not (path.is_file() and path.read_text(encoding="utf-8") == text):  # unchanged: a rerun does no work
+            write_text(path, text)
     return folder
 
 
