@@ -82,9 +82,15 @@ def autocast(device: torch.device, enabled: bool):
 
 
 def prepare(device: torch.device, threads: int | None = None) -> None:
-    """Allocator and thread settings for a run on ``device`` (threads: all cores by default)."""
+    """Allocator and thread settings for a run on ``device``.
+
+    threads: ``OMP_NUM_THREADS`` when set (dask workers get 1: one task per core), else
+    every core this process may use.
+    """
     tune_allocator()
     if device.type == "cpu":
         if threads is None:
-            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            env = os.environ.get("OMP_NUM_THREADS", "")
+            threads = int(env) if env.isdigit() and int(env) > 0 else (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
         torch.set_num_threads(max(1, int(threads or 1)))
