@@ -220,7 +220,7 @@ def register(
         raise InputError(s.root / "sample.toml", "the sample has no sections to register")
     config = RegisterConfig.for_orientation(orientation, min_score=min_score, min_ratio=min_ratio,
                                             min_anchors=min_anchors)
-    ct = s.ct()
+    ct = s.ct_array()
     failed = []
     with err.status("preparing the CT"):
         ind = ct_indicator(ct)
@@ -294,7 +294,7 @@ def train(
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TextColumn("eta"),
                   TimeRemainingColumn(), console=err, disable=not err.is_terminal) as p:
         task = p.add_task("training", total=iterations, loss=float("nan"))
-        model = train_phase_model(s.ct(), labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
+        model = train_phase_model(s.ct_array(), labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
                                   network=net, config=config, device=device, checkpoint=ckpt,
                                   progress=lambda i, n, loss: p.update(task, completed=i, loss=loss),
                                   info={"sample": str(s.root), "sections": used}, area_fractions=fractions)
@@ -428,7 +428,7 @@ def _particles_ct(source, out_dir, sample, model_dir, voxel_um, min_diameter_um,
     sieve = None
     if (source / "sample.toml").exists() or source.name == "sample.toml":
         s = open_sample(source)
-        ct, voxel, sieve = s.ct(), s.voxel_size_um, s.config.sieve_um
+        ct, voxel, sieve = s.ct_array(), s.voxel_size_um, s.config.sieve_um
     else:
         ct, voxel = read_any_volume(source, name="CT volume")
     if sample is not None:

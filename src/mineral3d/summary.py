@@ -8,13 +8,14 @@ from mineral3d.io.sample import Sample
 
 
 def grey_statistics(volume: np.ndarray, *, max_samples: int = 4_000_000, seed: int = 0) -> dict:
-    """Grey-value statistics of a volume (on a fixed random subset when it is large)."""
-    flat = volume.reshape(-1)
-    if flat.size > max_samples:
-        flat = flat[np.random.default_rng(seed).integers(0, flat.size, max_samples)]
-    flat = flat.astype(np.float64)
+    """Grey-value statistics of a volume (on a fixed random subset when it is large; min and max of that
+    subset for a lazy volume)."""
+    from mineral3d.intensity import random_voxels
+
+    flat = random_voxels(volume, max_samples, seed)
     p = np.percentile(flat, [1, 50, 99])
-    return {"min": float(volume.min()), "max": float(volume.max()), "mean": float(flat.mean()),
+    lo, hi = (volume.min(), volume.max()) if isinstance(volume, np.ndarray) else (flat.min(), flat.max())
+    return {"min": float(lo), "max": float(hi), "mean": float(flat.mean()),
             "std": float(flat.std()), "p1": float(p[0]), "median": float(p[1]), "p99": float(p[2])}
 
 

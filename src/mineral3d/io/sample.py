@@ -186,18 +186,19 @@ class Sample:
         """The phase table in use (grouped when ``[phases] grouping`` names a grouping CSV)."""
         return self._tables[1]
 
-    def ct(self) -> np.ndarray:
+    def ct(self):
         """The CT volume (Z, Y, X), uint8/uint16/float32 (TIFF, slice folder, or a Zarr from ``convert``).
 
         A Zarr CT stays on disk (a lazy ``zarr.Array``, read where sliced); an uncompressed
-        TIFF over ``LAZY_BYTES`` is memory-mapped; anything else is read into memory.
+        TIFF over ``LAZY_BYTES`` is memory-mapped; anything else is read into memory. Use
+        :meth:`ct_array` where the whole volume is needed in memory.
         """
         if "ct" not in self._cache:
             path = self.config.ct
             if (path / "zarr.json").exists():
-                from mineral3d.io.volumes import read_any_volume
+                from mineral3d.io.volumes import open_volume
 
-                self._cache["ct"] = read_any_volume(path, name="CT volume")[0]
+                self._cache["ct"] = open_volume(path, name="CT volume")[0]
             elif path.is_file() and path.stat().st_size > LAZY_BYTES:
                 from mineral3d.io.volumes import open_volume
 
@@ -205,6 +206,14 @@ class Sample:
             else:
                 self._cache["ct"] = read_volume(path)
         return self._cache["ct"]
+
+    def ct_array(self) -> np.ndarray:
+        """The whole CT volume in memory (registration and training need it; a lazy CT is read once)."""
+        ct = self.ct()
+        if not isinstance(ct, np.ndarray):
+            ct = np.asarray(ct[...])
+            self._cache["ct"] = ct
+        return ct
 
     def section_map(self, name: str) -> np.ndarray:
         """A section's mineral map as validated uint8 phase ids (255 = unclassified)."""

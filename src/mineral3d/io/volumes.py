@@ -98,3 +98,13 @@ class VolumeRef:
         if isinstance(volume, (str, os.PathLike)):
             return cls(path=os.fspath(volume), labels=labels)
         return cls(array=volume, labels=labels)
+
+
+def take_voxels(volume, flat_index: np.ndarray) -> np.ndarray:
+    """Values of ``volume`` at C-order flat indices: fancy indexing in memory, coordinate reads on Zarr."""
+    if isinstance(volume, np.ndarray):
+        return volume.reshape(-1)[flat_index]
+    zyx = np.unravel_index(np.asarray(flat_index), tuple(volume.shape))
+    if hasattr(volume, "vindex"):
+        return np.asarray(volume.vindex[zyx])
+    return np.asarray(volume[...]).reshape(-1)[flat_index]

@@ -62,10 +62,10 @@ def step_register(ctx) -> None:
     s, cfg = ctx.sample, ctx.config.register
     config = RegisterConfig.for_orientation(cfg.orientation, min_score=cfg.min_score, min_ratio=cfg.min_ratio,
                                             min_anchors=cfg.min_anchors)
-    ct = s.ct()
-    ind = ct_indicator(ct)
-    record = {"sections": {}}
     n = len(s.config.sections)
+    ct = s.ct_array() if n else None  # a sample without sections (apply) needs no CT here
+    ind = ct_indicator(ct) if n else None
+    record = {"sections": {}}
     with atomic_dir(_reg(ctx), overwrite=True) as tmp:
         for i, c in enumerate(s.config.sections):
             if ctx.progress:
@@ -112,7 +112,7 @@ def step_train(ctx) -> None:
     config = TrainConfig(iterations=t.iterations, seed=ctx.config.seed, precision=t.precision)
     net = NetworkConfig(out_channels=len(classes), features=t.features)
     ckpt = ctx.out / ".model.checkpoint.pt"
-    model = train_phase_model(s.ct(), labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, network=net,
+    model = train_phase_model(s.ct_array(), labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, network=net,
                               config=config, device=ctx.config.device, checkpoint=ckpt,
                               progress=None if ctx.progress is None else
                               (lambda i, n, loss: ctx.progress("training", i, n)),

@@ -13,6 +13,7 @@ from mineral3d.baseline import GreyClassifier
 from mineral3d.intensity import GreyLevels
 from mineral3d.io.atomic import write_json, write_text
 from mineral3d.io.sample import Sample
+from mineral3d.io.volumes import take_voxels
 from mineral3d.labels import section_voxels
 from mineral3d.phases import UNCLASSIFIED
 from mineral3d.pipeline.phases import registered_transform
@@ -46,7 +47,7 @@ def validate_sample(sample: Sample, registration: str | os.PathLike, segmentatio
         r = section_validation(segmentation, ids, tr, classes, names, truth=truth)
         if r.get("voxels", 0) and baseline is not None:
             vox = section_voxels(shape, ids, tr)
-            grey = levels.normalise(ct.reshape(-1)[vox.index])
+            grey = levels.normalise(take_voxels(ct, vox.index))
             conf = confusion_matrix(vox.label, baseline.predict(grey), classes)
             r["baseline"] = {"confusion": conf.tolist(), "voxel_grid": scores(conf, names)}
         for k in pooled:
