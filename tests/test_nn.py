@@ -167,3 +167,41 @@ def test_resampled_inference_keeps_the_shape(tmp_path):
     (_, sl, prob), = list(predict_blocks(vol, m.levels.normalise, m.build(), config=cfg, zoom=1.5))
     assert prob.shape == (3, 24, 40, 40)
     np.testing.assert_allclose(prob.sum(0), 1.0, atol=1e-4)
+
+
+def _spheres_ct(sigma: float, seed: int = 0, shape=(64, 96, 96)) -> np.ndarray:
+    """Random spheres (grey 1000 + 9000 inside), blurred by a Gaussian of ``sigma`` voxels, a little noise."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.indices(shape)
+    inside = np.zeros(shape, bool)
+    for _ in range(12):
+        c, r = rng.uniform(0, shape), rng.uniform(10, 20)
+        inside |= (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < r * r
+    grey = ndimage.gaussian_filter(1000 + 9000 * inside.astype(np.float32), sigma)
+    return (grey + rng.normal(0, 150, shape)).astype(np.float32)
+
+
+def test_edge_blur_is_measured_in_voxels():
+    from mineral3d.intensity import edge_sigma_vox
+
+    for sigma in (0.5, 1.0, 1.5):
+        got = edge_sigma_vox(_spheres_ct(sigma))
+        assert abs(got - sigma) < 0.1, (sigma, got)
+    assert np.isnan(edge_sigma_vox(np.full((40, 40, 40), 7.0, np.float32)))  # no edge: nothing to measure
+
+
+def test_a_ct_as_sharp_in_voxels_is_used_at_its_own_voxels(tmp_path):
+    import dataclasses
+
+    from mineral3d.intensity import edge_sigma_vox
+
+    m = dataclasses.replace(_model(tmp_path), edge_sigma_vox=edge_sigma_vox(_spheres_ct(1.0, seed=1)))
+    same = _spheres_ct(1.0, seed=2)   # another voxel size, same blur in voxels: no resampling
+    assert check_model(m, voxel_size_um=3.0, phase_table=None, allow_resample=True, source="ct", ct=same) == 1.0
+    blurry = _spheres_ct(2.0, seed=2)  # twice as blurred: shrunk until its edges look like the training CT's
+    zoom = check_model(m, voxel_size_um=3.0, phase_table=None, allow_resample=True, source="ct", ct=blurry)
+    assert 0.45 < zoom < 0.65
+    with pytest.raises(InputError, match="pass --allow-resample"):  # a voxel size change still needs consent
+        check_model(m, voxel_size_um=3.0, phase_table=None, allow_resample=False, source="ct", ct=same)

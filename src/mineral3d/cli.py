@@ -352,7 +352,7 @@ def segment(
     model = load_model(model_dir)
     vol, voxel, table, sample = _open_input(source, voxel_um)
     zoom = check_model(model, voxel_size_um=voxel, phase_table=table, allow_resample=allow_resample,
-                       source=str(source))
+                       source=str(source), ct=vol)
     config = InferConfig(block=_ints(block, "--block"), precision=precision)
     from mineral3d.cluster import open_scheduler
 
@@ -450,7 +450,8 @@ def _particles_ct(source, out_dir, sample, model_dir, voxel_um, min_diameter_um,
         model = load_model(model_dir)
         if model.phase_table is None:
             raise InputError(model_dir, "the model records no phase table: retrain it with this version")
-        zoom = check_model(model, voxel_size_um=voxel, phase_table=None, allow_resample=True, source=str(source))
+        zoom = check_model(model, voxel_size_um=voxel, phase_table=None, allow_resample=True, source=str(source),
+                           ct=ct)
         with _progress() as p:
             task = p.add_task("segmenting phases", total=1)
             segment_phases(ct, voxel_size_um=voxel, model=model, out=out_dir / "segmentation.zarr", device=device,

@@ -47,6 +47,9 @@ class Model:
         Training settings and record, baseline parameters, anything else JSON-able.
     class_bias : list of float, optional
         Log-probability offsets of the material classes (:mod:`mineral3d.calibrate`).
+    edge_sigma_vox : float, optional
+        Edge blur of the training CT in its voxels (:func:`mineral3d.intensity.edge_sigma_vox`):
+        how sharp the network expects edges to look.
     """
 
     network: NetworkConfig
@@ -58,6 +61,7 @@ class Model:
     state: dict = field(default_factory=dict, repr=False)
     info: dict = field(default_factory=dict)
     class_bias: list[float] | None = None
+    edge_sigma_vox: float | None = None
 
     def build(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         """The network with its weights, in eval mode, on ``device``."""
@@ -73,7 +77,7 @@ class Model:
                 "phase_table": None if self.phase_table is None else {
                     "csv": self.phase_table.to_csv_text(),
                     "target": self.phase_table.target},
-                "class_bias": self.class_bias, "info": self.info}
+                "class_bias": self.class_bias, "edge_sigma_vox": self.edge_sigma_vox, "info": self.info}
 
 
 def save_model(path: str | os.PathLike, model: Model, *, overwrite: bool = True) -> Path:
@@ -109,7 +113,8 @@ def load_model(path: str | os.PathLike) -> Model:
         model = Model(network=network, classes=[int(c) for c in meta["classes"]],
                       voxel_size_um=float(meta["voxel_size_um"]), levels=levels, task=str(meta.get("task", "phases")),
                       phase_table=table, info=meta.get("info", {}),
-                      class_bias=None if meta.get("class_bias") is None else [float(b) for b in meta["class_bias"]])
+                      class_bias=None if meta.get("class_bias") is None else [float(b) for b in meta["class_bias"]],
+                      edge_sigma_vox=None if meta.get("edge_sigma_vox") is None else float(meta["edge_sigma_vox"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(meta_path, f"malformed model description ({type(exc).__name__}: {exc})") from None
     if len(model.classes) != network.out_channels:

@@ -23,7 +23,7 @@ from mineral3d.baseline import GreyClassifier
 from mineral3d.calibrate import classify
 from mineral3d.cluster import client_of
 from mineral3d.errors import InputError
-from mineral3d.intensity import GreyLevels
+from mineral3d.intensity import GreyLevels, edge_sigma_vox
 from mineral3d.io.atomic import write_json
 from mineral3d.io.sample import Sample
 from mineral3d.io.transforms import read_transform
@@ -138,18 +138,37 @@ def train_phase_model(ct: np.ndarray, labels: SparseLabels, *, voxel_size_um: fl
         "baseline": baseline.to_dict(), "device": str(dev)}
     record.update(info or {})
     model = Model(network=network, classes=classes, voxel_size_um=voxel_size_um, levels=levels, task="phases",
-                  phase_table=phase_table, state=result.state, info=record)
+                  phase_table=phase_table, state=result.state, info=record,
+                  edge_sigma_vox=_finite_or_none(edge_sigma_vox(ct, levels=levels, seed=config.seed)))
     if area_fractions is not None:
         model.class_bias = _calibrate(model, ct, np.asarray(area_fractions, float), dev, seed=config.seed)
         record["section_area_fractions"] = {phase_table.name_of(c): float(f) for c, f in zip(classes, area_fractions)}
     return model
 
 
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
 # --- applying a model -----------------------------------------------------------------------
 
+EDGE_TOLERANCE = 0.2
+"""Largest relative difference of edge blur (voxels) between a CT and the model's training CT
+at which the model is applied to the CT's own voxels."""
+
+
 def check_model(model: Model, *, voxel_size_um: float, phase_table: PhaseTable | None, allow_resample: bool,
-                source: str) -> float:
-    """Check that ``model`` fits the volume; return the zoom (volume voxel / model voxel) to apply."""
+                source: str, ct=None) -> float:
+    """Check that ``model`` fits the volume; return the zoom to apply (blocks are resampled by it).
+
+    Same voxel size (within ``VOXEL_TOLERANCE``): 1. Otherwise resampling must be allowed,
+    and the zoom matches what the network saw in training: when the model records the edge
+    blur of its training CT in voxels and ``ct`` is given, the CT's own edge blur is
+    measured (:func:`mineral3d.intensity.edge_sigma_vox`): within ``EDGE_TOLERANCE`` the
+    CT is used at its own voxels (zoom 1: a scan set up for another particle size blurs
+    about as many voxels, so it looks the same to the network), else it is resampled by
+    the ratio of the two blurs. Without that record: the ratio of the voxel sizes.
+    """
     if model.phase_table is not None and phase_table is not None:
         a = [(p.id, p.name) for p in model.phase_table.phases if p.id != UNCLASSIFIED]
         b = [(p.id, p.name) for p in phase_table.phases if p.id != UNCLASSIFIED]
@@ -162,6 +181,11 @@ def check_model(model: Model, *, voxel_size_um: float, phase_table: PhaseTable |
     if not allow_resample:
         raise InputError(source, f"voxel size {voxel_size_um:g} µm differs from the model's "
                                  f"{model.voxel_size_um:g} µm (pass --allow-resample to resample each block)")
+    if model.edge_sigma_vox and ct is not None:
+        s = edge_sigma_vox(ct)
+        if np.isfinite(s) and s > 0:
+            r = s / model.edge_sigma_vox
+            return 1.0 if abs(r - 1) <= EDGE_TOLERANCE else float(1 / r)
     return float(ratio)
 
 

@@ -128,9 +128,13 @@ def step_segment(ctx) -> None:
 
     s, cfg = ctx.sample, ctx.config.segment
     model = load_model(_model(ctx))
-    zoom = check_model(model, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
-                       allow_resample=cfg.allow_resample, source=str(s.root))
     vol, _ = open_volume(s.config.ct)
+    zoom = check_model(model, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
+                       allow_resample=cfg.allow_resample, source=str(s.root), ct=vol)
+    if zoom != 1.0 or abs(s.voxel_size_um / model.voxel_size_um - 1) > 0.05:
+        ctx.log(f"  model trained at {model.voxel_size_um:g} µm applied to {s.voxel_size_um:g} µm voxels: "
+                + ("at the CT's own voxels (its edges are as sharp, in voxels, as the training CT's)" if zoom == 1.0
+                   else f"blocks resampled x{zoom:.3f}"))
     segment_phases(vol, voxel_size_um=s.voxel_size_um, model=model, out=_seg(ctx),
                    config=InferConfig(block=cfg.block, precision=cfg.precision), device=ctx.config.device,
                    zoom=zoom, progress=None if ctx.progress is None else
