@@ -15,8 +15,9 @@ Run: .venv/bin/python benchmarks/bench_phases.py [--seed 11] [--iterations 1200]
    half; the sparse model is also scored uncalibrated.
    All three are scored against truth/phases.tif on the upper half (z >= Z/2), which the
    oracle never saw; modal mineralogy is over the whole volume.
-5. **transfer**: the sparse model applied (resampled 3 -> 2 µm) to a coarse sample of
-   another seed, scored on its whole truth volume.
+5. **transfer**: the sparse model applied to a coarse sample of another seed (3 µm voxels)
+   as `apply` does (`check_model`: at the CT's own voxels when its edges are as sharp in
+   voxels as the training CT's, else resampled), scored on its whole truth volume.
 6. **validation honesty**: `mineral3d validate`'s scores on the validation section vs the
    truth-volume IoU on the same voxels, and the ceiling.
 
@@ -38,7 +39,8 @@ from mineral3d.nn.infer import InferConfig, predict_blocks
 from mineral3d.nn.model import save_model
 from mineral3d.nn.train import TrainConfig
 from mineral3d.phantom import PhantomConfig, generate_sample
-from mineral3d.pipeline.phases import material_classes, section_area_fractions, section_labels, train_phase_model
+from mineral3d.pipeline.phases import (check_model, material_classes, section_area_fractions, section_labels,
+                                       train_phase_model)
 from mineral3d.pipeline.validation import validate_sample
 from mineral3d.register import RegisterConfig, ct_indicator, register_section
 
@@ -135,12 +137,14 @@ def main() -> None:
                          for k in ("ceiling", "truth_volume", "baseline") if k in v["all"]}
     res["validation"]["map"] = {n: v["all"]["voxel_grid"]["per_phase"][n]["iou"] for n in names}
 
-    # transfer to a coarse sample of another seed (3 µm voxels: resampled to the model's 2 µm)
+    # transfer to a coarse sample of another seed (3 µm voxels), zoom chosen as `apply` does
     cdir = out / f"coarse{args.coarse_seed}"
     if not (cdir / "sample.toml").exists():
         generate_sample(cdir, PhantomConfig(fraction="coarse", seed=args.coarse_seed), overwrite=True)
     cs = open_sample(cdir)
-    zoom = cs.voxel_size_um / sparse.voxel_size_um
+    zoom = check_model(sparse, voxel_size_um=cs.voxel_size_um, phase_table=cs.phase_table, allow_resample=True,
+                       source=str(cdir), ct=cs.ct())
+    res["coarse_zoom"] = zoom
     t = time.perf_counter()
     cpred = predict(sparse, cs.ct(), zoom=zoom)
     res["coarse_infer_s"] = time.perf_counter() - t
