@@ -138,3 +138,23 @@ def test_chunked_particles_equal_in_memory(volumes, tmp_path, where, request):
                                 batch=4)
     assert n == int(ref.max()) > 10
     np.testing.assert_array_equal(out[...], ref)
+
+
+def test_kernel_of_a_large_volume_uses_the_whole_particles_of_its_central_box(volumes, monkeypatch):
+    import zarr
+
+    from mineral3d.pipeline import run_steps
+
+    s, root, table = volumes
+    lab_z = zarr.open_array(store=str(root / "particles.zarr"), mode="r")
+    ph_z = zarr.open_array(store=str(root / "phases.zarr"), mode="r")
+    limit = int(0.8 * np.prod(lab_z.shape))
+    monkeypatch.setattr(run_steps, "KERNEL_VOXELS", limit)  # the volume (80 x 128 x 128) is "large"
+    lab, ph, sub, note = run_steps._kernel_crop(lab_z, ph_z, table)
+    assert isinstance(lab, np.ndarray) and lab.shape == ph.shape and np.prod(lab.shape) >= limit
+    assert lab.shape != tuple(lab_z.shape) and "central" in note
+    assert 0 < len(sub) <= int((~table["touches_border"]).sum())
+    # every particle kept lies wholly inside the box: all its voxels are there
+    counts = np.bincount(lab.ravel().astype(np.int64), minlength=int(table["particle"].max()) + 1)
+    full = np.bincount(lab_z[...].ravel().astype(np.int64), minlength=len(counts))
+    np.testing.assert_array_equal(counts[sub["particle"].to_numpy()], full[sub["particle"].to_numpy()])
