@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--mid", type=int, nargs=3, default=(256, 512, 512))
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--skip-big", action="store_true")
+    ap.add_argument("--skip-mid", action="store_true", help="keep the mid runs of WORK/bench_scale.json")
     a = ap.parse_args()
     work = a.work
     work.mkdir(parents=True, exist_ok=True)
@@ -118,11 +119,15 @@ def main() -> None:
 
     ct = open_sample(sample).ct()
     results = {"sample_shape": list(ct.shape), "runs": {}}
+    if a.skip_mid and (work / "bench_scale.json").exists():
+        results["runs"] = {k: v for k, v in json.loads((work / "bench_scale.json").read_text())["runs"].items()
+                           if k.startswith("mid")}
     mid = work / f"mid_{'x'.join(map(str, a.mid))}.tif"
     if not mid.exists():
         tile_tiff(ct, a.mid, mid)
     nvox_mid = int(np.prod(a.mid))
-    for name, extra in (("threads", []), ("workers-1", ["--workers", "1"]), ("workers-2", ["--workers", "2"])):
+    for name, extra in () if a.skip_mid else (("threads", []), ("workers-1", ["--workers", "1"]),
+                                              ("workers-2", ["--workers", "2"])):
         r = timed_apply(model, mid, work / f"out-mid-{name}", extra)
         r["mvox_s"] = {k: round(nvox_mid / v / 1e6, 2) for k, v in r["steps_s"].items() if v > 0}
         r["mvox_s_total"] = round(nvox_mid / r["wall_s"] / 1e6, 3)

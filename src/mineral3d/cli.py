@@ -130,7 +130,7 @@ def measure(
                                                        "address (tcp://host:8786)."),
     workers: Optional[int] = typer.Option(None, help="Start a local dask cluster of this many worker processes "
                                                      "for the particle table."),
-    slab: int = typer.Option(64, help="z-layers per dask task."),
+    slab: Optional[int] = typer.Option(None, help="z-layers per dask task [default: about 16 Mi voxels, 4-64]."),
 ) -> None:
     """Particle table and liberation in 3D and from 2D sections, with the 2D-3D bias."""
     from mineral3d.io import open_sample

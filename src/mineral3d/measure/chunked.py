@@ -64,32 +64,48 @@ def slab_partials(labels: VolumeRef, phases: VolumeRef, z0: int, z1: int, n_labe
     area, exp = label_surfaces(np.ascontiguousarray(lab[z0 - a:top]),
                                np.ascontiguousarray(ph[z0 - a:top]) if exposure else None,
                                n_labels=n_labels, threads=1)
-    out = {"counts": counts, "csum": csum, "lo": lo, "hi": hi, "pc": pc, "area": area, "exp": exp}
+    # only the rows of labels in the slab's layers travel (a slab holds few of the volume's particles)
+    rows = np.unique(lab[z0 - a:top]).astype(np.int64)
+    rows = rows[rows < n_labels]
+    out = {"rows": rows, "counts": counts[rows], "csum": csum[rows], "lo": lo[rows], "hi": hi[rows], "pc": pc[rows],
+           "area": area[rows], "exp": None if exp is None else exp[rows]}
     if calipers:
         cand = _hull_candidates(lab)[core]
         pts = np.stack(np.nonzero(cand), axis=1)
-        out["points"] = pts + np.array([z0, 0, 0])
+        out["points"] = (pts + np.array([z0, 0, 0])).astype(np.int32)  # voxel indices: int32 halves the transfer
         out["point_labels"] = lc[cand]
     return out
 
 
-def _reduce(parts: list[dict]) -> dict:
-    total = {k: parts[0][k].copy() if parts[0][k] is not None else None
-             for k in ("counts", "csum", "lo", "hi", "pc", "area", "exp")}
-    for p in parts[1:]:
-        for k in ("counts", "csum", "pc", "area"):
-            total[k] += p[k]
-        if total["exp"] is not None:
-            total["exp"] += p["exp"]
-        total["lo"] = np.minimum(total["lo"], p["lo"])
-        total["hi"] = np.maximum(total["hi"], p["hi"])
+def _reduce(parts: list[dict], n_labels: int) -> dict:
+    """Dense per-label totals of the slabs' partial rows (sums add, boxes take min/max)."""
+    first = parts[0]
+
+    def dense(k, fill=0):
+        a = first[k]
+        return None if a is None else np.full((n_labels,) + a.shape[1:], fill, a.dtype)
+
+    total = {k: dense(k) for k in ("counts", "csum", "pc", "area", "exp")}
+    total["lo"] = dense("lo", np.iinfo(np.int64).max)
+    total["hi"] = dense("hi", -1)
+    for p in parts:
+        r = p["rows"]  # unique within a slab
+        for k in ("counts", "csum", "pc", "area", "exp"):
+            if total[k] is not None:
+                total[k][r] += p[k]
+        total["lo"][r] = np.minimum(total["lo"][r], p["lo"])
+        total["hi"][r] = np.maximum(total["hi"][r], p["hi"])
     if "points" in parts[0]:
         total["points"] = np.concatenate([p["points"] for p in parts])
         total["point_labels"] = np.concatenate([p["point_labels"] for p in parts])
     return total
 
 
-def particle_table_chunked(labels, phases, *, voxel_size_um: float, phase_table: PhaseTable, slab: int = 64,
+SLAB_VOXELS = 1 << 24
+"""Default slab size: about this many voxels (16 Mi; 16 layers of 1024², at most 64 layers)."""
+
+
+def particle_table_chunked(labels, phases, *, voxel_size_um: float, phase_table: PhaseTable, slab: int | None = None,
                            scheduler=None, n_directions: int = 64, calipers: bool = True,
                            exposure: bool = True) -> pd.DataFrame:
     """:func:`~mineral3d.measure.particles.particle_table` slab by slab, scheduled by dask.
@@ -99,8 +115,8 @@ def particle_table_chunked(labels, phases, *, voxel_size_um: float, phase_table:
     labels, phases : str, path or ndarray
         Zarr array paths (or TIFF files; any process can open them) or in-memory arrays
         (threaded or synchronous scheduling only). Particle ids are used as they are.
-    slab : int
-        z-layers per task.
+    slab : int, optional
+        z-layers per task [default: about ``SLAB_VOXELS`` voxels, 4 to 64 layers].
     scheduler : str or distributed.Client, optional
         See the module docstring; default ``"threads"``.
     """
@@ -113,11 +129,13 @@ def particle_table_chunked(labels, phases, *, voxel_size_um: float, phase_table:
     shape = tuple(lref.open().shape)
     if tuple(pref.open().shape) != shape:
         raise ValueError(f"labels {shape} and phases {tuple(pref.open().shape)} differ in shape")
+    if slab is None:
+        slab = int(np.clip(SLAB_VOXELS // (shape[1] * shape[2]), 4, 64))
     bounds = [(z, min(z + slab, shape[0])) for z in range(0, shape[0], slab)]
     n_labels = max(compute([dask.delayed(_max_label)(lref, z0, z1) for z0, z1 in bounds], scheduler)) + 1
     tasks = [dask.delayed(slab_partials)(lref, pref, z0, z1, n_labels, exposure=exposure, calipers=calipers)
              for z0, z1 in bounds]
-    total = _reduce(list(compute(tasks, scheduler)))
+    total = _reduce(list(compute(tasks, scheduler)), n_labels)
     counts = total["counts"]
     rows = np.flatnonzero(counts)
     rows = rows[rows > 0]

@@ -109,12 +109,12 @@ def caliper_widths(labels: np.ndarray, n_labels: int, *, n_directions: int = 64,
 
 
 def caliper_widths_of_points(points: np.ndarray, point_labels: np.ndarray, n_labels: int, *, n_directions: int = 64,
-                             chunk: int = 8, block_points: int = 2_000_000):
+                             chunk: int = 4, block_points: int = 2_000_000):
     """:func:`caliper_widths` from the hull-candidate voxels ((m, 3) centres and their labels)."""
     lab = np.asarray(point_labels)
     order = np.argsort(lab, kind="stable")
     lab = lab[order]
-    pts = np.asarray(points)[order].astype(np.float32)
+    pts = np.asarray(points, dtype=np.float32)[order]
     present, starts, sizes = np.unique(lab, return_index=True, return_counts=True)
     dirs = np.concatenate([lattice_directions(), fibonacci_hemisphere(n_directions)]).astype(np.float32)
     best_max = np.zeros((len(present), 3))

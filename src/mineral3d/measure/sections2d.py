@@ -77,6 +77,11 @@ def _planes(volume, idx: np.ndarray, axis: int) -> np.ndarray:
     return np.stack(planes) if planes else np.zeros((0,) + tuple(np.delete(volume.shape, axis)), volume.dtype)
 
 
+BATCH_VOXELS = 1 << 24
+"""Virtual section planes are cut in batches of about this many voxels (16 Mi): memory is bounded
+by the batch, not by the volume."""
+
+
 def virtual_sections(labels: np.ndarray, phases: np.ndarray, *, step: int, voxel_size_um: float, target_id: int,
                      axes=(0, 1, 2)) -> Population:
     """Particle sections on every ``step``-th plane along each of ``axes`` of 3D label volumes.
@@ -100,10 +105,12 @@ def virtual_sections(labels: np.ndarray, phases: np.ndarray, *, step: int, voxel
     pops = []
     for axis in axes:
         idx = np.arange(step // 2, labels.shape[axis], step)
-        lab = _planes(labels, idx, axis)
-        ph = _planes(phases, idx, axis)
-        pieces = _stack_pieces(np.ascontiguousarray(lab))
-        pops.append(_pieces_population(pieces, ph, lab, target_id=target_id, pixel_um=voxel_size_um))
+        per = max(1, BATCH_VOXELS // int(np.prod(np.delete(labels.shape, axis))))
+        for b in range(0, len(idx), per):  # planes are independent: batches give the same sections, in order
+            lab = _planes(labels, idx[b:b + per], axis)
+            ph = _planes(phases, idx[b:b + per], axis)
+            pieces = _stack_pieces(np.ascontiguousarray(lab))
+            pops.append(_pieces_population(pieces, ph, lab, target_id=target_id, pixel_um=voxel_size_um))
     return Population.concat(pops)
 
 

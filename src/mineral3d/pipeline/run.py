@@ -201,6 +201,9 @@ def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
             t = time.perf_counter()
             fn(ctx)
             dt = time.perf_counter() - t
+            from mineral3d.nn.runtime import release_memory
+
+            release_memory()
             write_json(record, {"key": key, "seconds": round(dt, 2)})
             ctx.timings[name] = {"seconds": round(dt, 2), "skipped": False}
             ctx.log(f"{name}: done in {dt:.1f} s")
