@@ -173,6 +173,9 @@ def step_measure(ctx) -> None:
 
         table = particle_table_chunked(_seg(ctx) / "particles", _seg(ctx) / "phases", voxel_size_um=s.voxel_size_um,
                                        phase_table=s.phase_table, scheduler=ctx.scheduler or "threads")
+        from mineral3d.nn.runtime import release_memory
+
+        release_memory()  # the slabs' buffers, before the virtual sections
     else:
         phases, labels = phases[...], labels[...]
     result = measure(labels, phases, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, maps=maps,
