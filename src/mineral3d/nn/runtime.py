@@ -97,13 +97,26 @@ def autocast(device: torch.device, enabled: bool):
 def prepare(device: torch.device, threads: int | None = None) -> None:
     """Allocator and thread settings for a run on ``device``.
 
-    threads: ``OMP_NUM_THREADS`` when set (dask workers get 1: one task per core), else
-    every core this process may use.
+    threads: in a dask worker, ``OMP_NUM_THREADS`` (dask's nanny sets 1: one task per
+    core, no oversubscription); elsewhere every core this process may use (a LocalCluster
+    also sets ``OMP_NUM_THREADS=1`` in the process that starts it, which must not slow it).
     """
     tune_allocator()
     if device.type == "cpu":
         if threads is None:
             env = os.environ.get("OMP_NUM_THREADS", "")
-            threads = int(env) if env.isdigit() and int(env) > 0 else (
-                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+            if _in_dask_worker() and env.isdigit() and int(env) > 0:
+                threads = int(env)
+            else:
+                threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         torch.set_num_threads(max(1, int(threads or 1)))
+
+
+def _in_dask_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+        return True
+    except (ImportError, ValueError):
+        return False
