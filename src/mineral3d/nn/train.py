@@ -237,6 +237,8 @@ def train(image: np.ndarray, zyx: np.ndarray, target: np.ndarray, network: Netwo
     opt = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: _lr_factor(it, config))
     bf16 = runtime.use_bf16(config.precision, device)
+    if bf16 and config.precision == "auto" and device.type == "cpu" and torch.get_num_threads() == 1:
+        bf16 = False  # bf16 backward on one CPU thread is not reproducible run to run (measured): fp32
     losses: list[float] = []
     start_it, elapsed, skipped = 0, 0.0, 0
     key = _fingerprint(network, config, image, zyx, target)
