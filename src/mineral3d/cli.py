@@ -111,6 +111,13 @@ def info(
     out.print("ground truth: " + ("yes (truth/)" if s["has_truth"] else "no"))
 
 
+SCHEDULER_OPTION = typer.Option(None, "--scheduler", help="Where volume steps run: threads (default: this process), "
+                                "processes, or a dask.distributed scheduler address (tcp://host:8786) whose workers "
+                                "share OUT's file system.")
+WORKERS_OPTION = typer.Option(None, "--workers", help="Start a local dask cluster of this many single-threaded worker "
+                              "processes for the volume steps.")
+
+
 @app.command()
 def measure(
     phases: Path = typer.Option(..., help="Phase-id volume: TIFF, folder of slices or Zarr (e.g. truth/phases.tif)."),
@@ -337,12 +344,8 @@ def segment(
                                                               "particles)."),
     min_diameter_um: Optional[float] = typer.Option(None, help="Smallest particle diameter, µm [default: the "
                                                                "sample's lower sieve bound, else 8 voxels]."),
-    scheduler: Optional[str] = typer.Option(None, help="Where volume steps run: threads (default: this "
-                                                       "process), processes, or a dask.distributed scheduler "
-                                                       "address (tcp://host:8786) whose workers share OUT's "
-                                                       "file system."),
-    workers: Optional[int] = typer.Option(None, help="Start a local dask cluster of this many single-threaded "
-                                                     "worker processes for the volume steps."),
+    scheduler: Optional[str] = SCHEDULER_OPTION,
+    workers: Optional[int] = WORKERS_OPTION,
 ) -> None:
     """Segment mineral phases (and particles) in a whole volume, block by block, into Zarr."""
     from mineral3d.nn import load_model
@@ -576,12 +579,8 @@ def run_cmd(
     device: Optional[str] = typer.Option(None, help="cpu, cuda or auto (overrides the config)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (overrides the config)."),
     iterations: Optional[int] = typer.Option(None, help="Training iterations (overrides the config)."),
-    scheduler: Optional[str] = typer.Option(None, help="Where volume steps run: threads (default: this "
-                                                       "process), processes, or a dask.distributed scheduler "
-                                                       "address (tcp://host:8786) whose workers share OUT's "
-                                                       "file system."),
-    workers: Optional[int] = typer.Option(None, help="Start a local dask cluster of this many single-threaded "
-                                                     "worker processes for the volume steps."),
+    scheduler: Optional[str] = SCHEDULER_OPTION,
+    workers: Optional[int] = WORKERS_OPTION,
 ) -> None:
     """Everything: register, train, segment phases and particles, measure, validate, report."""
     if model is not None:
@@ -604,12 +603,8 @@ def apply_cmd(
                                                         "a Zarr CT]."),
     allow_resample: bool = typer.Option(True, "--allow-resample/--no-resample",
                                         help="Resample when the sample's voxel size differs from the model's."),
-    scheduler: Optional[str] = typer.Option(None, help="Where volume steps run: threads (default: this "
-                                                       "process), processes, or a dask.distributed scheduler "
-                                                       "address (tcp://host:8786) whose workers share OUT's "
-                                                       "file system."),
-    workers: Optional[int] = typer.Option(None, help="Start a local dask cluster of this many single-threaded "
-                                                     "worker processes for the volume steps."),
+    scheduler: Optional[str] = SCHEDULER_OPTION,
+    workers: Optional[int] = WORKERS_OPTION,
 ) -> None:
     """Segment, measure and report a sample or a bare CT with a trained model (no training).
 

@@ -277,12 +277,10 @@ def segment_phases(volume, *, voxel_size_um: float, model: Model, out: str | os.
                          halo=config.halo, z_pad=config.z_pad, precision=config.precision)
     n_blocks = int(np.prod([len(range(0, s, b)) for s, b in zip(shape, block)]))
     resumed = len(done)
-    classes = np.asarray(model.classes, np.uint8)
+    classes, bias, background = _output_rule(model)
     net = model.build(dev)
     if progress is not None:
         progress(len(done), n_blocks)
-    background = model.classes.index(0) if 0 in model.classes else 0
-    bias = None if model.class_bias is None else np.asarray(model.class_bias)
     client = client_of(scheduler)
     if client is None:
         for number, sl, prob in predict_blocks(volume, levels.normalise, net, config=config, device=dev, zoom=zoom,
@@ -297,8 +295,7 @@ def segment_phases(volume, *, voxel_size_um: float, model: Model, out: str | os.
 
         from mineral3d.io.volumes import VolumeRef
 
-        ref = VolumeRef.of(volume, volume_path or getattr(getattr(volume, "store", None), "root", None),
-                           labels=False)
+        ref = VolumeRef.of(volume, volume_path, labels=False)
         ref_f, model_f = client.scatter([ref, model], broadcast=True)
         todo = [(n, sl) for n, sl in enumerate(blocks(shape, config.block)) if n not in done]
         futures = [client.submit(_segment_block_task, ref_f, model_f, levels, config, zoom, sl, str(partial),
@@ -309,8 +306,6 @@ def segment_phases(volume, *, voxel_size_um: float, model: Model, out: str | os.
             write_json(state_file, {"key": key, "done": sorted(done)})
             if progress is not None:
                 progress(len(done), n_blocks)
-        phases = zarr.open_group(store=str(partial), mode="r+")["phases"]
-        probs = zarr.open_group(store=str(partial), mode="r+")["probabilities"] if probabilities else None
     attrs = {"voxel_size_um": float(voxel_size_um), "labels": True, "classes": [int(c) for c in classes],
              "model_voxel_size_um": model.voxel_size_um, "zoom": zoom, "grey_levels": levels.to_dict()}
     phases.attrs.update(attrs)
@@ -328,6 +323,13 @@ def segment_phases(volume, *, voxel_size_um: float, model: Model, out: str | os.
     return SegmentResult(out, n_blocks, resumed, zoom, levels)
 
 
+def _output_rule(model: Model) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(phase id per output channel, calibration offsets, background channel) of ``model``."""
+    background = model.classes.index(0) if 0 in model.classes else 0
+    bias = None if model.class_bias is None else np.asarray(model.class_bias)
+    return np.asarray(model.classes, np.uint8), bias, background
+
+
 def _write_block(phases, probs, sl, prob: np.ndarray, classes: np.ndarray, bias, background: int) -> None:
     phases[sl] = classes[classify(prob, bias, background=background)]
     if probs is not None:
@@ -343,8 +345,5 @@ def _segment_block_task(ref, model: Model, levels: GreyLevels, config: InferConf
     net = model.build(dev)
     prob = predict_block(ref.open(), levels.normalise, net, sl, config=config, device=dev, zoom=zoom)
     g = zarr.open_group(store=partial, mode="r+")
-    classes = np.asarray(model.classes, np.uint8)
-    background = model.classes.index(0) if 0 in model.classes else 0
-    bias = None if model.class_bias is None else np.asarray(model.class_bias)
-    _write_block(g["phases"], g["probabilities"] if probabilities else None, sl, prob, classes, bias, background)
+    _write_block(g["phases"], g["probabilities"] if probabilities else None, sl, prob, *_output_rule(model))
     return number
