@@ -205,3 +205,20 @@ def test_a_ct_as_sharp_in_voxels_is_used_at_its_own_voxels(tmp_path):
     assert 0.45 < zoom < 0.65
     with pytest.raises(InputError, match="pass --allow-resample"):  # a voxel size change still needs consent
         check_model(m, voxel_size_um=3.0, phase_table=None, allow_resample=False, source="ct", ct=same)
+
+
+def test_class_weights_give_every_class_the_same_total_weight_at_power_one():
+    from mineral3d.nn.train import class_weights
+
+    target = np.array([0] * 90 + [1] * 10 + [3] * 1)
+    w = class_weights(target, 4, 1.0, "cpu").numpy()
+    counts = np.bincount(target, minlength=4)
+    totals = w * counts
+    np.testing.assert_allclose(totals[[0, 1, 3]], totals[0], rtol=1e-6)  # each present class the same in total
+    assert w[2] == 0  # an absent class gets no weight
+    np.testing.assert_allclose((w * counts).sum(), counts.sum(), rtol=1e-6)  # mean weight 1 per labelled voxel
+    half = class_weights(target, 4, 0.5, "cpu").numpy()
+    np.testing.assert_allclose(half[1] / half[0], 3.0, rtol=1e-6)  # sqrt(90 / 10)
+    assert class_weights(target, 4, 0.0, "cpu") is None
+    with pytest.raises(InputError, match="class_weight"):
+        TrainConfig(class_weight=1.5)

@@ -268,6 +268,9 @@ def train(
                                                       "train-role sections]."),
     features: Optional[str] = typer.Option(None, help="U-Net channels, 6 integers [default: 8,8,16,32,64,8]."),
     precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it), fp32 or bf16."),
+    class_weight: Optional[float] = typer.Option(None, help="Loss weight of a phase ∝ its labelled voxel count "
+                                                 "to the power -W (0: none, 1: every phase equal in total) "
+                                                 "[default: 0.75, see docs/phases.md]."),
     no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Keep the network's own phase balance instead "
                                                                     "of matching the sections' area fractions."),
     force: bool = typer.Option(False, "--force", help="Replace an existing model folder."),
@@ -291,7 +294,8 @@ def train(
 
     fractions = None if no_calibrate else section_area_fractions(s, registration, used,
                                                                  material_classes(s.phase_table))
-    config = TrainConfig(iterations=iterations, seed=seed, precision=precision)
+    config = TrainConfig(iterations=iterations, seed=seed, precision=precision,
+                         **({} if class_weight is None else {"class_weight": class_weight}))
     net = NetworkConfig(out_channels=len(material_classes(s.phase_table)),
                         **({"features": _ints(features, "--features")} if features else {}))
     ckpt = out_dir.parent / f".{out_dir.name}.checkpoint.pt"

@@ -56,6 +56,10 @@ class TrainConfig:
         Iterations of linear warm-up.
     class_balance : float
         0-1, see the module docstring.
+    class_weight : float
+        Loss weight of each class proportional to its labelled voxel count to the power
+        ``-class_weight`` (0: every labelled voxel counts the same; 1: every class the same
+        in total), normalised to a mean weight of 1 over the labelled voxels.
     gain_jitter, offset_jitter : float
         Intensity augmentation: grey * U(1 ± gain) + U(± offset), in normalised units
         (resin 0, mineral 1). Kept small: phases may differ by < 0.1 in these units
@@ -76,6 +80,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     warmup: int = 50
     class_balance: float = 0.5
+    class_weight: float = 0.75
     gain_jitter: float = 0.03
     offset_jitter: float = 0.02
     checkpoint_every: int = 100
@@ -93,6 +98,8 @@ class TrainConfig:
             raise InputError("train config", "iterations and batch_size must be positive")
         if not 0 <= self.class_balance <= 1:
             raise InputError("train config", f"class_balance must be in 0-1, got {self.class_balance}")
+        if not 0 <= self.class_weight <= 1:
+            raise InputError("train config", f"class_weight must be in 0-1, got {self.class_weight}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -191,6 +198,16 @@ class PatchSampler:
         return np.stack(xs)[:, None], np.stack(ys).astype(np.int64)
 
 
+def class_weights(target: np.ndarray, n_classes: int, power: float, device) -> torch.Tensor | None:
+    """Per-class loss weights ``count ** -power``, mean 1 over the labelled voxels (None for power 0)."""
+    if power == 0:
+        return None
+    counts = np.bincount(target, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, np.maximum(counts, 1.0) ** -power, 0.0)
+    w *= counts.sum() / max((w * counts).sum(), 1e-12)
+    return torch.tensor(w, dtype=torch.float32, device=device)
+
+
 def _fingerprint(network: NetworkConfig, config: TrainConfig, image: np.ndarray, zyx: np.ndarray,
                  target: np.ndarray) -> str:
     h = hashlib.sha256(json.dumps([network.to_dict(), config.to_dict()], sort_keys=True).encode())
@@ -257,7 +274,8 @@ def train(image: np.ndarray, zyx: np.ndarray, target: np.ndarray, network: Netwo
             losses, start_it, elapsed = list(saved["losses"]), int(saved["iteration"]), float(saved["elapsed"])
             skipped = int(saved.get("skipped", 0))
     resumed_at = start_it
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(target, network.out_channels, config.class_weight, device),
+                                        ignore_index=IGNORE)
     net.train()
     t0 = time.perf_counter()
     for it in range(start_it, config.iterations):

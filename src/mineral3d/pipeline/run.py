@@ -39,6 +39,7 @@ class TrainSettings:
     features: tuple[int, ...] = (8, 8, 16, 32, 64, 8)
     calibrate: bool = True
     precision: str = "auto"
+    class_weight: float = 0.75
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,8 @@ def step_train(ctx) -> None:
     classes = material_classes(s.phase_table)
     t = ctx.config.train
     fractions = section_area_fractions(s, _reg(ctx), used, classes) if t.calibrate else None
-    config = TrainConfig(iterations=t.iterations, seed=ctx.config.seed, precision=t.precision)
+    config = TrainConfig(iterations=t.iterations, seed=ctx.config.seed, precision=t.precision,
+                         class_weight=t.class_weight)
     net = NetworkConfig(out_channels=len(classes), features=t.features)
     ckpt = ctx.out / ".model.checkpoint.pt"
     model = train_phase_model(s.ct_array(), labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, network=net,
