@@ -5,8 +5,11 @@ probability proportional to ``count ** (1 - class_balance)`` (0: as often as it 
 labelled, 1: every class equally often), then one of its voxels, then the patch is
 jittered by up to a quarter of its size so the labelled voxel is not always central.
 Augmentations move labels with the image (flips along every axis, 90° rotations about
-z) and jitter the normalised grey values (gain and offset). The learning rate follows a
-warm-up then a cosine decay over ``iterations``.
+z) and jitter the normalised grey values (gain and offset). The loss is cross-entropy over
+the labelled voxels, each weighted by its class's labelled count to the power
+``-class_weight`` (:func:`class_weights`): sampling alone shows rare phases often, but
+inside a patch a few spinel voxels among thousands of others barely move an unweighted
+loss. The learning rate follows a warm-up then a cosine decay over ``iterations``.
 
 Every random draw comes from one ``numpy.random.Generator`` (and torch's seeded
 generator for the initial weights), whose state is saved in the checkpoint with the
