@@ -1,6 +1,7 @@
 """Phase CNN accuracy: sparse section labels vs a dense-label oracle vs the grey-value baseline.
 
-Run: .venv/bin/python benchmarks/bench_phases.py [--seed 11] [--iterations 1200] [--out bench-out/phases]
+Run: .venv/bin/python benchmarks/bench_phases.py [--seed 11] [--iterations 1200] [--sections 3 5]
+     [--out bench-out/phases]
 
 1. Generates a fine sample (160 x 224 x 224, 2 µm, 3 sections: 2 train, 1 validation) of a
    seed not used while developing, and registers its sections with `register_section`
@@ -21,7 +22,12 @@ Run: .venv/bin/python benchmarks/bench_phases.py [--seed 11] [--iterations 1200]
 6. **validation honesty**: `mineral3d validate`'s scores on the validation section vs the
    truth-volume IoU on the same voxels, and the ceiling.
 
-Writes ``OUT/bench_phases.json`` and prints a Markdown table.
+7. **how many sections** (``--sections 3 5``): the generator's CT does not depend on the
+   number of sections, so samples with more sections share the oracle's volume; one sparse
+   model per count, scored like the first, shows how the gap to the oracle shrinks with
+   more labelled planes.
+
+Writes ``OUT/bench_phases.json`` and prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -64,6 +70,33 @@ def predict(model, ct, zoom=1.0, calibrated=True):
     return out
 
 
+def sparse_run(out: Path, seed: int, n_sections: int, config: TrainConfig):
+    """Generate (once) a fine sample with ``n_sections`` sections, register them, train on the train-role ones.
+
+    Returns (sample, registration folder, labels, calibrated model, training seconds).
+    """
+    name = f"fine{seed}" if n_sections == 3 else f"fine{seed}-s{n_sections}"
+    sample_dir = out / name
+    if not (sample_dir / "sample.toml").exists():
+        generate_sample(sample_dir, PhantomConfig(fraction="fine", seed=seed, sections=n_sections), overwrite=True)
+    s = open_sample(sample_dir)
+    ct = s.ct()
+    reg = out / f"{name}-registration"
+    ind = ct_indicator(ct)
+    for c in s.config.sections:
+        if not (reg / f"{c.name}.json").exists():
+            r = register_section(ct, s.section_map(c.name), scale=s.nominal_scale(c.name), config=RegisterConfig(),
+                                 indicator=ind)
+            write_transform(reg / f"{c.name}.json", c.name, r.transform, **r.record())
+    classes = material_classes(s.phase_table)
+    labels, names = section_labels(s, reg)
+    fractions = section_area_fractions(s, reg, names, classes)
+    t = time.perf_counter()
+    model = train_phase_model(ct, labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, config=config,
+                              device="cpu", area_fractions=fractions)
+    return s, reg, labels, model, time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=11)
@@ -71,40 +104,37 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=TrainConfig.iterations)
     ap.add_argument("--out", type=Path, default=Path("bench-out/phases"))
     ap.add_argument("--skip-oracle", action="store_true")
+    ap.add_argument("--sections", type=int, nargs="+", default=[3],
+                    help="sections of the generated sample (the last is the validation one); several: one sparse "
+                         "model each, on the same CT (the first is the one validated and transferred)")
     args = ap.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     res: dict = {"seed": args.seed, "iterations": args.iterations}
-    sample_dir = out / f"fine{args.seed}"
-    if not (sample_dir / "sample.toml").exists():
-        generate_sample(sample_dir, PhantomConfig(fraction="fine", seed=args.seed), overwrite=True)
-    s = open_sample(sample_dir)
+    config = TrainConfig(iterations=args.iterations)
+    runs = {n: sparse_run(out, args.seed, n, config) for n in args.sections}
+    s, reg, labels, sparse, res["sparse_train_s"] = runs[args.sections[0]]
     ct, truth = s.ct(), s.truth_phases()
-    reg = out / f"fine{args.seed}-registration"
-    ind = ct_indicator(ct)
-    for c in s.config.sections:
-        if not (reg / f"{c.name}.json").exists():
-            r = register_section(ct, s.section_map(c.name), scale=s.nominal_scale(c.name), config=RegisterConfig(),
-                                 indicator=ind)
-            write_transform(reg / f"{c.name}.json", c.name, r.transform, **r.record())
     table = s.phase_table
     classes = material_classes(table)
     names = [table.name_of(k) for k in classes]
     half = ct.shape[0] // 2
     test = (slice(half, None),)
-    config = TrainConfig(iterations=args.iterations)
-    labels, _ = section_labels(s, reg)
     res["labelled_voxels"] = {table.name_of(k): v for k, v in labels.counts().items()}
-
-    t = time.perf_counter()
-    fractions = section_area_fractions(s, reg, [c.name for c in s.config.sections if c.role == "train"], classes)
-    sparse = train_phase_model(ct, labels, voxel_size_um=s.voxel_size_um, phase_table=table, config=config,
-                               device="cpu", area_fractions=fractions)
-    res["sparse_train_s"] = time.perf_counter() - t
     save_model(out / "model-sparse", sparse)
     t = time.perf_counter()
     pred_sparse = predict(sparse, ct)
     res["sparse_infer_s"] = time.perf_counter() - t
+    res["sections_curve"] = {}
+    for n, (sn, _, lab, model, seconds) in runs.items():
+        if not np.array_equal(sn.ct(), ct):
+            raise SystemExit(f"the {n}-section sample's CT differs from the {args.sections[0]}-section one's")
+        p = pred_sparse if n == args.sections[0] else predict(model, ct)
+        res["sections_curve"][n] = {
+            "train_sections": sum(c.role == "train" for c in sn.config.sections),
+            "labelled_voxels": len(lab), "train_s": seconds,
+            "iou_test_half": {m: iou(p[test], truth[test], k) for m, k in zip(names, classes)},
+            "modal": {m: float(np.mean(p == k)) for m, k in zip(names, classes)}}
 
     preds = {"sparse": pred_sparse, "sparse_uncalibrated": predict(sparse, ct, calibrated=False)}
     if not args.skip_oracle:
@@ -168,6 +198,15 @@ def main() -> None:
               f"{f(i['baseline_no_prior'][n])} | {100 * res['modal_truth'][n]:.2f}% | "
               f"{100 * res['modal']['sparse'][n]:.2f}% | "
               f"{oracle_modal} |")
+    if len(res["sections_curve"]) > 1:
+        oracle = res["iou_test_half"].get("oracle", {})
+        print("\n| train sections | labelled voxels | training s | "
+              + " | ".join(f"{n} (gap to oracle)" for n in names) + " |")
+        print("|---|---|---|" + "---|" * len(names))
+        for c in res["sections_curve"].values():
+            cells = [f(c["iou_test_half"][n]) + ("" if oracle.get(n) is None or c["iou_test_half"][n] is None
+                                                  else f" ({oracle[n] - c['iou_test_half'][n]:+.3f})") for n in names]
+            print(f"| {c['train_sections']} | {c['labelled_voxels']} | {c['train_s']:.0f} | " + " | ".join(cells) + " |")
     print("\ncoarse transfer IoU:", {n: f(x) for n, x in res["iou_coarse"].items()},
           "\nfine whole IoU:", {n: f(x) for n, x in res["iou_fine_whole"].items()})
     print("validation:", json.dumps(res["validation"], indent=None))

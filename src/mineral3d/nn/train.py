@@ -74,7 +74,8 @@ class TrainConfig:
         Largest gradient norm (larger ones are scaled down).
     seed : int
     precision : str
-        ``auto`` (bf16 autocast where native), ``fp32`` or ``bf16``.
+        ``auto``: bf16 autocast on a GPU that supports it, fp32 on CPU (bf16 backward
+        passes on CPU are not reproducible run to run); ``fp32`` or ``bf16``.
     """
 
     iterations: int = 1200
@@ -257,8 +258,12 @@ def train(image: np.ndarray, zyx: np.ndarray, target: np.ndarray, network: Netwo
     opt = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: _lr_factor(it, config))
     bf16 = runtime.use_bf16(config.precision, device)
-    if bf16 and config.precision == "auto" and device.type == "cpu" and torch.get_num_threads() == 1:
-        bf16 = False  # bf16 backward on one CPU thread is not reproducible run to run (measured): fp32
+    if bf16 and config.precision == "auto" and device.type == "cpu":
+        # oneDNN's bf16 weight gradients differ from process to process (measured: the deepest
+        # level's, at 1 and 2 threads; forward passes are reproducible): fp32, ~1.2x slower
+        bf16 = False
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     losses: list[float] = []
     start_it, elapsed, skipped = 0, 0.0, 0
     key = _fingerprint(network, config, image, zyx, target)
