@@ -25,7 +25,7 @@ test: install
 demo: install
 	$(VENV)/bin/mineral3d phantom $(DEMO)/sample --fraction fine --seed 0 --force
 	$(VENV)/bin/mineral3d info $(DEMO)/sample
-	# register, train (~11 min on 2 cores), segment phases and particles, measure, validate, report
+	# register, train (~14 min on 2 cores), segment phases and particles, measure, validate, report
 	$(VENV)/bin/mineral3d run $(DEMO)/sample --out $(DEMO)/run
 	@echo "report: $(DEMO)/run/report.html"
 

@@ -267,7 +267,8 @@ def train(
     sections: Optional[str] = typer.Option(None, help="Comma-separated sections to learn from [default: the "
                                                       "train-role sections]."),
     features: Optional[str] = typer.Option(None, help="U-Net channels, 6 integers [default: 8,8,16,32,64,8]."),
-    precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it), fp32 or bf16."),
+    precision: str = typer.Option("auto", help="auto (bf16 on a GPU that has it, fp32 on CPU: reproducible), "
+                                               "fp32 or bf16."),
     class_weight: Optional[float] = typer.Option(None, help="Loss weight of a phase ∝ its labelled voxel count "
                                                  "to the power -W (0: none, 1: every phase equal in total) "
                                                  "[default: 0.75, see docs/phases.md]."),

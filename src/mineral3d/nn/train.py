@@ -47,7 +47,7 @@ class TrainConfig:
     Attributes
     ----------
     iterations : int
-        Optimiser steps. The default (1200 at batch 2 of 32x96x96 voxels) takes ~11 min on
+        Optimiser steps. The default (1200 at batch 2 of 32x96x96 voxels) takes 13.5-15 min on
         2 CPU cores with the default network.
     batch_size : int
     patch : (3,) tuple of int
