@@ -225,7 +225,7 @@ def test_class_weights_give_every_class_the_same_total_weight_at_power_one():
 
 
 _TRAIN_IN_A_PROCESS = """
-import hashlib, sys
+import hashlib
 import numpy as np
 from mineral3d.nn import NetworkConfig, TrainConfig, train
 rng = np.random.default_rng(0)

@@ -257,11 +257,7 @@ def train(image: np.ndarray, zyx: np.ndarray, target: np.ndarray, network: Netwo
     net = network.build().to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: _lr_factor(it, config))
-    bf16 = runtime.use_bf16(config.precision, device)
-    if bf16 and config.precision == "auto" and device.type == "cpu":
-        # oneDNN's bf16 weight gradients differ from process to process (measured: the deepest
-        # level's, at 1 and 2 threads; forward passes are reproducible): fp32, ~1.2x slower
-        bf16 = False
+    bf16 = runtime.use_bf16(config.precision, device, training=True)
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     losses: list[float] = []
