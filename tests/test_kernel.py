@@ -87,7 +87,20 @@ def test_single_phase_particles_are_left_unchanged():
                        n_directions=6, seed=0)
     sections = virtual_sections(labels, phases, step=4, voxel_size_um=1.0, target_id=1)
     r = K.correct(k, sections, n_boot=50)
-    assert r["liberation_2d"] == r["liberation_3d_corrected"] == {"0.8": 1.0, "0.9": 1.0, "0.95": 1.0}
+    for key in ("liberation_2d", "liberation_3d_corrected"):
+        assert r[key] == pytest.approx({"0.8": 1.0, "0.9": 1.0, "0.95": 1.0}, abs=1e-12), key
+
+
+@pytest.mark.parametrize("total", [1.0, 49.0, 0.1 + 0.2, 3e-7])
+def test_a_spectrum_held_in_one_class_is_exactly_liberated(total):
+    # invert() rescales its solution by total / x.sum(): 49 * (1 / 49) == 0.9999999999999999
+    x = np.zeros(K.N_CLASSES)
+    x[-1] = total * (1 / total)
+    assert K.liberation_from_spectrum(x).tolist() == [1.0, 1.0, 1.0]
+    x[-1] = 0.0
+    x[2] = total
+    assert K.liberation_from_spectrum(x).tolist() == [0.0, 0.0, 0.0]
+    assert K.liberation_from_spectrum(np.zeros(K.N_CLASSES)).tolist() == [0.0, 0.0, 0.0]
 
 
 def test_prisms_cut_across_their_axis_are_left_unchanged():

@@ -59,9 +59,16 @@ _EPS = 1e-9
 
 
 def liberation_from_spectrum(x: np.ndarray, thresholds=(0.8, 0.9, 0.95)) -> np.ndarray:
-    """L(t) = sum of the spectrum over classes whose lower bound is >= t. ``x``: (..., N_CLASSES)."""
+    """L(t): share of the spectrum in classes whose lower bound is >= t. ``x``: (..., N_CLASSES).
+
+    The spectrum is renormalised by its own total, so a spectrum held in one class gives
+    exactly 1 whatever rounding its total carries; an all-zero spectrum gives 0.
+    """
     x = np.asarray(x, float)
-    return np.stack([x[..., _CLASS_LOWER >= t - _EPS].sum(axis=-1) for t in thresholds], axis=-1)
+    total = x.sum(axis=-1)
+    safe = np.where(total > 0, total, 1.0)
+    return np.stack([np.clip(x[..., _CLASS_LOWER >= t - _EPS].sum(axis=-1) / safe, 0.0, 1.0)
+                     for t in thresholds], axis=-1)
 
 
 def spectrum(target: np.ndarray, grade: np.ndarray) -> np.ndarray:
