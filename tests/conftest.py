@@ -26,3 +26,11 @@ def sample_copy(small_sample, tmp_path) -> Path:
     dst = tmp_path / "sample"
     shutil.copytree(small_sample, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def sectioned_sample(tmp_path_factory) -> Path:
+    """A fine sample at 3 µm voxels, 64 x 224 x 224, whose maps hold ~15 particle sections each (~1 min)."""
+    out = tmp_path_factory.mktemp("samples") / "fine3um"
+    generate_sample(out, PhantomConfig(fraction="fine", seed=5, shape=(64, 224, 224), voxel_um=3.0, sections=3))
+    return out

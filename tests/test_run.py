@@ -30,7 +30,8 @@ def full_run(small_sample, fast_config, tmp_path_factory):
 def test_run_writes_every_output(full_run):
     for name in ("registration/registration.json", "model/model.json", "segmentation.zarr/phases/zarr.json",
                  "segmentation.zarr/particles/zarr.json", "particles.csv", "particles.parquet", "liberation.csv",
-                 "validation.json", "summary.json", "report.html", "config.json", "run.json", "kernel/status.json"):
+                 "validation.json", "summary.json", "report.html", "config.json", "run.json", "kernel/status.json",
+                 "grades/trust.json", "grades/calibration.json", "grades/section_pairs.csv"):
         assert (full_run / name).exists(), name
     status = json.loads((full_run / "kernel" / "status.json").read_text())
     assert status["kernel"] == (full_run / "kernel" / "kernel.json").exists()  # a small sample may have too few
@@ -51,6 +52,12 @@ def test_run_writes_every_output(full_run):
         img = matplotlib.image.imread(io.BytesIO(base64.b64decode(data)), format="png")
         assert img.ndim == 3 and min(img.shape[:2]) > 50
     assert "<img" in html and html.count("<img") == len(images)
+    # the held-out sections' verdict on the liberation: in the summary, validation.json and atop the report
+    summary = json.loads((full_run / "summary.json").read_text())
+    verdict = summary["liberation_trust"]["status"]
+    assert verdict in ("trusted", "untrusted", "inconclusive", "unchecked")
+    assert json.loads((full_run / "validation.json").read_text())["liberation_trust"]["status"] == verdict
+    assert html.index('id="liberation-trust"') < html.index("<h2>Sample and run</h2>")
     assert json.loads((full_run / "config.json").read_text())["train"]["iterations"] == 6
 
 

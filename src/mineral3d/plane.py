@@ -227,3 +227,32 @@ def sample_plane(volume: np.ndarray, transform: PlaneTransform, map_shape, *, or
     data = volume if volume.dtype in (np.float32, np.float64) else volume.astype(np.float32)
     return ndimage.map_coordinates(data, coords, order=order, mode="constant", cval=cval,
                                    prefilter=order > 1, output=np.float64)
+
+
+def cut_volume(volume, transform: PlaneTransform, map_shape, *, outside: int = 255) -> np.ndarray:
+    """Nearest-voxel values of a label volume on the map grid, reading only the plane's box.
+
+    Parameters
+    ----------
+    volume : (Z, Y, X) integer array-like
+        ndarray or lazy (Zarr) label volume, e.g. predicted phase ids.
+    transform : PlaneTransform
+    map_shape : (H, W)
+    outside : int
+        Value of map pixels whose centre lies outside the volume (255: unclassified).
+
+    Returns
+    -------
+    (H, W) ndarray of the volume's dtype.
+    """
+    shape = np.asarray(volume.shape)
+    coords = transform.grid(map_shape)
+    flat = coords.reshape(3, -1)
+    lo = np.clip(np.floor(flat.min(axis=1)).astype(int) - 1, 0, shape - 1)
+    hi = np.clip(np.ceil(flat.max(axis=1)).astype(int) + 2, lo + 1, shape)
+    box = np.asarray(volume[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))])
+    local = coords - lo[:, None, None]
+    out = ndimage.map_coordinates(box, local, order=0, mode="constant", cval=0, output=box.dtype)
+    inside = np.all((coords >= -0.5) & (coords < shape[:, None, None] - 0.5), axis=0)
+    out[~inside] = outside
+    return out

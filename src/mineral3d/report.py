@@ -309,8 +309,11 @@ th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1em 0 2em; } figcaption { font-size: 13px; color: #555; max-width: 1000px; }
 img { max-width: 100%; }
 .note { background: #fff8e0; padding: .5em 1em; border-left: 4px solid #e0b000; }
+.untrusted { background: #fde8e8; padding: .5em 1em; border-left: 6px solid #c00000; font-size: 16px; }
+.trusted { background: #e8f6e8; padding: .5em 1em; border-left: 6px solid #2a8a2a; }
 </style></head><body>
 <h1>mineral3d report: {{ name }}</h1>
+{% if trust %}<div class="{{ trust.css }}" id="liberation-trust"><b>{{ trust.headline }}</b> {{ trust.text }}</div>{% endif %}
 <h2>Sample and run</h2>
 <table>{% for k, v in facts %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
 {% if timings %}<table><tr><th>step</th><th>time (s)</th><th></th></tr>
@@ -360,6 +363,36 @@ def _fmt(v, pct=True) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "-"
     return f"{100 * v:.1f}%" if pct else f"{v:.3f}"
+
+
+TRUST_HEADLINES = {
+    "untrusted": ("untrusted", "Do not trust the 3D liberation of this run."),
+    "trusted": ("trusted", "3D liberation checked against the held-out SEM section(s)."),
+    "inconclusive": ("note", "3D liberation could not be checked reliably."),
+    "unchecked": ("note", "3D liberation unchecked."),
+}
+
+
+def _trust_banner(summary: dict) -> dict | None:
+    """The banner at the top of the report: the held-out sections' verdict on the liberation."""
+    trust = summary.get("liberation_trust")
+    if not trust:
+        return None
+    css, headline = TRUST_HEADLINES.get(trust.get("status"), ("note", ""))
+    text = html.escape(trust.get("reason", "")[:1].upper() + trust.get("reason", "")[1:]) + "."
+    rows = trust.get("thresholds") or {}
+    if rows:
+        parts = []
+        for t, r in rows.items():
+            if r.get("map") is None or r.get("predicted") is None or None in (r.get("ci95") or [None]):
+                continue
+            parts.append(f"L({t}) map {100 * r['map']:.1f}%, segmentation {100 * r['predicted']:.1f}% "
+                         f"(difference {100 * r['difference']:+.1f}, 95% CI {100 * r['ci95'][0]:+.1f} to "
+                         f"{100 * r['ci95'][1]:+.1f} points)")
+        if parts:
+            text += (f" On {trust.get('sections')} particle sections of {', '.join(trust.get('sections_used', []))}: "
+                     + "; ".join(parts) + ".")
+    return {"css": css, "headline": headline, "text": text}
 
 
 def build_report(out: str | Path, sample: Sample) -> str:
@@ -474,7 +507,7 @@ def build_report(out: str | Path, sample: Sample) -> str:
              ("target phase", target), ("particles", f"{summary['particles']} ({summary['particles_inside']} "
                                                      "inside the volume)")]
     env = Environment(autoescape=False)
-    return env.from_string(TEMPLATE).render(
+    return env.from_string(TEMPLATE).render(trust=_trust_banner(summary),
         name=html.escape(sample.config.name), facts=facts, target=html.escape(target),
         timings=list(run.get("timings", {}).items()), thresholds=[f"{float(t):.0%}" for t in thresholds],
         liberation_rows=rows, figures=figures, version=getattr(mineral3d, "__version__", ""))

@@ -30,7 +30,7 @@ def kernel_from_volumes(labels: np.ndarray, phases: np.ndarray, table: pd.DataFr
 
     if f"vol_{target}" not in table.columns:
         raise InputError(source or "particle table", f"has no column vol_{target}: measure it with target {target!r}")
-    pop = population_3d(table, target)
+    pop = population_3d(table, target, calibrated=False)  # the kernel's sections are cut from the same voxels
     if len(pop) < 10:
         raise InputError(source or "3D result", f"only {len(pop)} particles lie inside the volume: a kernel needs "
                                                 f"many (hundreds) to be trusted")

@@ -23,6 +23,7 @@ import pandas as pd
 from mineral3d.errors import InputError
 from mineral3d.io.atomic import atomic_file, write_json
 from mineral3d.measure import liberation as lib
+from mineral3d.measure.grades import GradeCalibration, add_grade_columns, calibrated_population
 from mineral3d.measure.particles import particle_table
 from mineral3d.measure.sections2d import maps_population, virtual_sections
 from mineral3d.phases import UNCLASSIFIED, PhaseTable
@@ -54,11 +55,16 @@ class SectionMap:
     pixel_size_um: float
 
 
-def population_3d(table: pd.DataFrame, target: str) -> lib.Population:
-    """Liberation population of the particles not touching the volume border."""
+def population_3d(table: pd.DataFrame, target: str, *, calibrated: bool = True) -> lib.Population:
+    """Liberation population of the particles not touching the volume border.
+
+    The grade is the table's ``grade`` column (calibrated against the sections) where it
+    has one and ``calibrated``, else the segmented volume fraction ``vol_<target>``.
+    """
     t = table[~table["touches_border"]]
     amount = t["material_um3"].to_numpy()
-    return lib.Population(amount=amount, target=amount * t[f"vol_{target}"].to_numpy(),
+    grade = t["grade"] if calibrated and "grade" in t.columns else t[f"vol_{target}"]
+    return lib.Population(amount=amount, target=amount * grade.to_numpy(),
                           exposure=t[f"surf_{target}"].to_numpy(), size_um=t["esd_um"].to_numpy(),
                           group=t["particle"].to_numpy())
 
@@ -83,21 +89,33 @@ def check_volumes(labels: np.ndarray, phases: np.ndarray, table: PhaseTable, *, 
 
 def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, phase_table: PhaseTable,
             maps: list[SectionMap] = (), config: MeasureConfig = MeasureConfig(),
-            table: pd.DataFrame | None = None) -> dict:
+            table: pd.DataFrame | None = None, calibration: GradeCalibration | None = None,
+            trust: dict | None = None) -> dict:
     """All measurements in memory: tables (DataFrames) and the summary dict.
 
     ``table``: the particle table when already measured (e.g. slab by slab on a cluster by
     :func:`mineral3d.measure.chunked.particle_table_chunked`).
+
+    ``calibration`` (fitted on the train sections, :mod:`mineral3d.measure.grades`): the
+    particle table gets ``grade`` (calibrated target grade) and ``grade_sd`` columns, and
+    3D and virtual-section liberation, spectra and grade-recovery use calibrated grades;
+    the summary keeps the uncalibrated values as ``liberation_3d_argmax`` and
+    ``liberation_2d_argmax``. SEM maps are measured as they are. ``trust``: the check of
+    the grades on the validation sections, copied into the summary.
     """
     target = phase_table.target
     tid = phase_table.target_id
     if table is None:
         table = particle_table(labels, phases, voxel_size_um=voxel_size_um, phase_table=phase_table,
                                n_directions=config.n_directions)
+    if calibration is not None:
+        table = add_grade_columns(table, target, calibration)
     pop3 = population_3d(table, target)
+    pop3_argmax = population_3d(table, target, calibrated=False)
     med_esd_vox = float(np.median(table["esd_um"])) / voxel_size_um if len(table) else 8.0
     step = config.section_step or max(2, int(round(med_esd_vox / 3)))
-    pop2v = virtual_sections(labels, phases, step=step, voxel_size_um=voxel_size_um, target_id=tid)
+    pop2v_argmax = virtual_sections(labels, phases, step=step, voxel_size_um=voxel_size_um, target_id=tid)
+    pop2v = calibrated_population(pop2v_argmax, calibration)
     pops = {"3d": pop3, "2d-virtual": pop2v}
     pop2m = None
     if maps:
@@ -135,6 +153,13 @@ def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, pha
         "bias_2d_minus_3d": bias,
         "size_edges_um": [float(e) for e in edges],
     }
+    if calibration is not None:
+        summary["liberation_3d_argmax"] = lib.as_dict(lib.cumulative_liberation(pop3_argmax))
+        summary["liberation_2d_argmax"] = lib.as_dict(lib.cumulative_liberation(pop2v_argmax))
+        summary["grade_calibration"] = {"applied": calibration.applied, "note": calibration.note,
+                                        "sections": list(calibration.sections)}
+    if trust is not None:
+        summary["liberation_trust"] = trust
     if pop2m is not None:
         summary["liberation_2d_map"] = lib.as_dict(lib.cumulative_liberation(pop2m))
         summary["sections_2d_map"] = {"maps": [m.name for m in maps], "sections": int(len(pop2m))}

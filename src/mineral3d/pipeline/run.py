@@ -1,4 +1,4 @@
-"""`mineral3d run`: register -> train -> segment -> particles -> measure -> validate -> report.
+"""`mineral3d run`: register -> train -> segment -> particles -> grades -> measure -> kernel -> validate -> report.
 
 Each step writes its outputs atomically and then a record ``OUT/.steps/<step>.json``
 holding a key: a hash of the step's settings, the keys of the steps it depends on and
@@ -174,7 +174,7 @@ class RunContext:
     """Where volume steps run (:mod:`mineral3d.cluster`); results do not depend on it, so it is no step setting."""
 
 
-STEPS = ("register", "train", "segment", "particles", "measure", "kernel", "validate", "report")
+STEPS = ("register", "train", "segment", "particles", "grades", "measure", "kernel", "validate", "report")
 
 
 def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:

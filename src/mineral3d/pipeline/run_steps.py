@@ -46,11 +46,15 @@ SPEC = {
                             [_seg(ctx) / "phases" / "zarr.json"]),
     "particles": lambda ctx: (["segment"], asdict(ctx.config.particles), [ctx.sample.root / "sample.toml"],
                               [_seg(ctx) / "particles" / "zarr.json"]),
-    "measure": lambda ctx: (["particles"], [asdict(ctx.config.measure), ctx.config.seed], _sample_files(ctx),
-                            [ctx.out / "summary.json"]),
+    "grades": lambda ctx: (["segment", "register"], [ctx.config.measure.n_boot, ctx.config.seed],
+                           _sample_files(ctx) + ([ctx.model_dir] if ctx.model_dir else []),
+                           [ctx.out / "grades" / "trust.json"]),
+    "measure": lambda ctx: (["particles", "grades"], [asdict(ctx.config.measure), ctx.config.seed],
+                            _sample_files(ctx), [ctx.out / "summary.json"]),
     "kernel": lambda ctx: (["measure"], [asdict(ctx.config.kernel), ctx.config.seed], _sample_files(ctx),
                            [ctx.out / "kernel" / "status.json"]),
-    "validate": lambda ctx: (["segment", "register"], [], _sample_files(ctx), [ctx.out / "validation.json"]),
+    "validate": lambda ctx: (["segment", "register", "grades"], [], _sample_files(ctx),
+                             [ctx.out / "validation.json"]),
     "report": lambda ctx: (["measure", "kernel", "validate"], [], [], [ctx.out / "report.html"]),
 }
 
@@ -153,6 +157,25 @@ def step_particles(ctx) -> None:
     segment_particles(_seg(ctx), config, progress=ctx.progress, scheduler=ctx.scheduler)
 
 
+def step_grades(ctx) -> None:
+    """Section grade pairs: the grade calibration (train sections) and the trust signal (validation)."""
+    import zarr
+
+    from mineral3d.pipeline.grades import check_grades, read_model_calibration, store_with_model, write_grades
+
+    seg = zarr.open_array(store=str(_seg(ctx) / "phases"), mode="r")
+    calibration, source, trust, pairs = check_grades(
+        ctx.sample, _reg(ctx), seg, train=_registered(ctx, "train"), validation=_registered(ctx, "validation"),
+        model_calibration=read_model_calibration(_model(ctx)), n_boot=ctx.config.measure.n_boot,
+        seed=ctx.config.seed)
+    if ctx.model_dir is None and calibration is not None:
+        store_with_model(_model(ctx), calibration)  # this run's own model: `apply` uses it
+    write_grades(ctx.out, calibration, source, trust, pairs)
+    if calibration is not None:
+        ctx.log(f"  grade calibration: {calibration.note}")
+    ctx.log(f"  liberation check on held-out sections: {trust['status']}: {trust['reason']}")
+
+
 def step_measure(ctx) -> None:
     import numpy as np
     import zarr
@@ -179,8 +202,11 @@ def step_measure(ctx) -> None:
         release_memory()  # the slabs' buffers, before the virtual sections
     else:
         phases, labels = phases[...], labels[...]
+    from mineral3d.pipeline.grades import read_run_calibration, read_run_trust
+
     result = measure(labels, phases, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, maps=maps,
-                     config=config, table=table)
+                     config=config, table=table, calibration=read_run_calibration(ctx.out),
+                     trust=read_run_trust(ctx.out))
     write_measurements(ctx.out, result, config, inputs={"segmentation": str(_seg(ctx)), "sample": str(s.root)})
 
 
@@ -280,10 +306,17 @@ def step_validate(ctx) -> None:
     m = load_model(_model(ctx))
     base = GreyClassifier.from_dict(m.info["baseline"]) if "baseline" in m.info else None
     if not names:
+        from mineral3d.pipeline.grades import read_run_trust
+
         write_json(ctx.out / "validation.json", {"sections": {}, "all": {},
-                                                 "note": "no validation-role section was registered"})
+                                                 "note": "no validation-role section was registered",
+                                                 "liberation_trust": read_run_trust(ctx.out)})
         return
-    write_validation(ctx.out, validate_sample(s, _reg(ctx), seg, sections=names, baseline=base))
+    from mineral3d.pipeline.grades import read_run_trust
+
+    result = validate_sample(s, _reg(ctx), seg, sections=names, baseline=base)
+    result["liberation_trust"] = read_run_trust(ctx.out)
+    write_validation(ctx.out, result)
 
 
 def step_report(ctx) -> None:

@@ -1,0 +1,163 @@
+"""The number a user takes home: 3D liberation of a default `mineral3d run` vs the truth, per sample.
+
+Run: .venv/bin/python benchmarks/bench_liberation.py --fraction fine --seed 31 --voxel-um 3 \\
+         [--shape 160 224 224] [--out bench-out/liberation] [--skip-rf]
+
+For one generated sample (a seed no setting was tuned on):
+
+1. ``mineral3d run SAMPLE --out OUT/run`` with default settings (own registration, own
+   training on the train sections, 2 CPU cores as the machine has them), timed per step;
+2. the truth: the same measurement (particle table, virtual sections at the run's plane
+   spacing) on ``truth/phases.tif`` + ``truth/particles.tif``;
+3. the run's 3D L(0.8/0.9/0.95) (calibrated grades, and argmax voxels), 2D virtual-section
+   L(0.8), phase IoU over the whole volume, the trust verdict on the validation section;
+4. the ilastik-style random forest (``ilastik_rf.py``) trained on exactly the run's sparse
+   labels, with the run's particles: IoU and the same liberation numbers (argmax, and
+   with a calibration fitted on its own train-section pairs by the same procedure).
+
+Writes ``OUT/<sample>/bench.json`` and prints one Markdown table per sample;
+``--table`` prints the table of every sample already in OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+import zarr
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from mineral3d.io import open_sample  # noqa: E402
+from mineral3d.measure import liberation as lib  # noqa: E402
+from mineral3d.measure.particles import particle_table  # noqa: E402
+from mineral3d.measure.sections2d import virtual_sections  # noqa: E402
+from mineral3d.phantom import PhantomConfig, generate_sample  # noqa: E402
+from mineral3d.pipeline.grades import check_grades  # noqa: E402
+from mineral3d.pipeline.measure import population_3d  # noqa: E402
+from mineral3d.measure.grades import add_grade_columns, calibrated_population  # noqa: E402
+
+
+def iou(pred, truth, k):
+    i = np.count_nonzero((pred == k) & (truth == k))
+    u = np.count_nonzero((pred == k) | (truth == k))
+    return float(i / u) if u else None
+
+
+def liberation_of(labels, phases, table, *, s, step, calibration=None) -> dict:
+    """3D L(t) (calibrated when given, else argmax) and 2D virtual L(t) of one 3D result."""
+    target = s.phase_table.target
+    if calibration is not None:
+        table = add_grade_columns(table, target, calibration)
+    p3 = population_3d(table, target)
+    p2 = calibrated_population(virtual_sections(labels, phases, step=step, voxel_size_um=s.voxel_size_um,
+                                                target_id=s.phase_table.target_id), calibration)
+    return {"3d": lib.as_dict(lib.cumulative_liberation(p3)), "2d": lib.as_dict(lib.cumulative_liberation(p2)),
+            "particles_inside": int(len(p3))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fraction", default="fine")
+    ap.add_argument("--seed", type=int, default=31)
+    ap.add_argument("--voxel-um", type=float, default=None)
+    ap.add_argument("--shape", type=int, nargs=3, default=None)
+    ap.add_argument("--out", type=Path, default=Path("bench-out/liberation"))
+    ap.add_argument("--skip-rf", action="store_true")
+    ap.add_argument("--table", action="store_true", help="print the tables of the samples already in OUT")
+    args = ap.parse_args()
+    if args.table:
+        for p in sorted(args.out.glob("*/bench.json")):
+            print_table(json.loads(p.read_text()))
+        return
+    kw = {"shape": tuple(args.shape)} if args.shape else {}
+    name = f"{args.fraction}{args.seed}-{args.voxel_um or 'default'}um"
+    root = args.out / name
+    sample_dir = root / "sample"
+    if not (sample_dir / "sample.toml").exists():
+        generate_sample(sample_dir, PhantomConfig(fraction=args.fraction, seed=args.seed, voxel_um=args.voxel_um, **kw),
+                        overwrite=True)
+    run_dir = root / "run"
+    t = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).parent / "mineral3d"), "run", str(sample_dir), "--out", str(run_dir),
+                    "--seed", "0"], check=True)
+    res: dict = {"sample": name, "run_s": time.perf_counter() - t}
+    res["timings"] = json.loads((run_dir / "run.json").read_text())["timings"]
+    s = open_sample(sample_dir)
+    table = s.phase_table
+    summary = json.loads((run_dir / "summary.json").read_text())
+    step = summary["sections_2d_virtual"]["planes_every_voxels"]
+    truth_ph = tifffile.imread(sample_dir / "truth" / "phases.tif")
+    truth_lab = tifffile.imread(sample_dir / "truth" / "particles.tif")
+    tt = particle_table(truth_lab, truth_ph, voxel_size_um=s.voxel_size_um, phase_table=table, n_directions=8)
+    res["truth"] = liberation_of(truth_lab, truth_ph, tt, s=s, step=step)
+    names = {k: table.name_of(k) for k in table.ids if k not in (0, 255)}
+    seg = zarr.open_array(store=str(run_dir / "segmentation.zarr" / "phases"), mode="r")[...]
+    labels = zarr.open_array(store=str(run_dir / "segmentation.zarr" / "particles"), mode="r")[...]
+    res["cnn"] = {"3d": summary["liberation_3d"], "2d": summary["liberation_2d"],
+                  "3d_argmax": summary.get("liberation_3d_argmax", summary["liberation_3d"]),
+                  "2d_argmax": summary.get("liberation_2d_argmax", summary["liberation_2d"]),
+                  "calibration": summary.get("grade_calibration"),
+                  "trust": {k: summary.get("liberation_trust", {}).get(k) for k in ("status", "reason", "thresholds")},
+                  "iou": {n: iou(seg, truth_ph, k) for k, n in names.items()},
+                  "particles_inside": summary["particles_inside"]}
+    if not args.skip_rf:
+        from ilastik_rf import fit_predict
+
+        from mineral3d.intensity import GreyLevels
+        from mineral3d.pipeline.phases import section_labels
+
+        reg = run_dir / "registration"
+        rec = json.loads((reg / "registration.json").read_text())["sections"]
+        train = [n for n, r in rec.items() if r["registered"] and r["role"] == "train"]
+        val = [n for n, r in rec.items() if r["registered"] and r["role"] == "validation"]
+        sparse, _ = section_labels(s, reg, sections=train)
+        ct = s.ct_array()
+        image = GreyLevels.from_volume(ct).normalise(ct)
+        rf, times = fit_predict(image, sparse.index, sparse.label, classes=sorted(names))
+        pt = particle_table(labels, rf, voxel_size_um=s.voxel_size_um, phase_table=table, n_directions=8)
+        cal, _, trust, _ = check_grades(s, reg, rf, train=train, validation=val)
+        res["rf"] = {"times": times, "iou": {n: iou(rf, truth_ph, k) for k, n in names.items()},
+                     "argmax": liberation_of(labels, rf, pt, s=s, step=step),
+                     "calibrated": liberation_of(labels, rf, pt, s=s, step=step, calibration=cal),
+                     "calibration": {"applied": cal.applied, "note": cal.note}, "trust": trust["status"]}
+    (root / "bench.json").write_text(json.dumps(res, indent=2))
+    print_table(res)
+
+
+def print_table(res: dict) -> None:
+    f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    tr = res["truth"]
+    ts = ("0.8", "0.9", "0.95")
+    print(f"\n**{res['sample']}** (run {res['run_s'] / 60:.1f} min, training "
+          f"{res['timings'].get('train', {}).get('seconds', 0) / 60:.1f} min; "
+          f"{tr['particles_inside']} particles inside the volume)\n")
+    print("| | LiAlO2 IoU | gehlenite IoU | 3D L(0.8) | L(0.9) | L(0.95) | 2D virtual L(0.8) | max 3D error |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| truth | | | {f(tr['3d']['0.8'])} | {f(tr['3d']['0.9'])} | {f(tr['3d']['0.95'])} | {f(tr['2d']['0.8'])} | |")
+
+    def row(label, iou_, l3, l2):
+        err = max(abs(l3[t] - tr["3d"][t]) for t in ts if l3.get(t) is not None)
+        print(f"| {label} | {f(iou_.get('LiAlO2'))} | {f(iou_.get('gehlenite'))} | {f(l3['0.8'])} | {f(l3['0.9'])} | "
+              f"{f(l3['0.95'])} | {f(l2['0.8'])} | {err:.3f} |")
+
+    c = res["cnn"]
+    row("CNN, calibrated grades (default)", c["iou"], c["3d"], c["2d"])
+    row("CNN, argmax voxels", c["iou"], c["3d_argmax"], c["2d_argmax"])
+    if "rf" in res:
+        r = res["rf"]
+        row(f"ilastik-style RF ({r['times']['total_s']:.0f} s), argmax", r["iou"], r["argmax"]["3d"], r["argmax"]["2d"])
+        row("ilastik-style RF, calibrated", r["iou"], r["calibrated"]["3d"], r["calibrated"]["2d"])
+    print(f"\ncalibration: {(c.get('calibration') or {}).get('note')}; trust: {c['trust']['status']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Section grade pairs, the grade calibration and the liberation trust signal (mineral3d.measure.grades)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from mineral3d.measure import grades as G
+from mineral3d.plane import PlaneTransform, cut_volume, sample_plane
+
+T, M = 1, 2  # target and matrix phase ids
+
+
+def disks_map(grades, *, size=200, r=9, pitch=24, seed=0):
+    """A map of disks on a grid, disk i holding a share grades[i] of target (left part)."""
+    ids = np.zeros((size, size), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    k = 0
+    for cy in range(pitch // 2 + 2, size - r - 2, pitch):
+        for cx in range(pitch // 2 + 2, size - r - 2, pitch):
+            if k >= len(grades):
+                return ids
+            disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+            cols = np.sort(xx[disk])
+            cut = cols[min(len(cols) - 1, int(round(grades[k] * len(cols))))] if grades[k] < 1 else size
+            ids[disk] = M
+            ids[disk & (xx < cut)] = T
+            k += 1
+    return ids
+
+
+def test_pairs_of_a_perfect_prediction_agree_and_sections_cut_by_the_ct_edge_are_marked():
+    g = np.linspace(0, 1, 25)
+    ids = disks_map(g)
+    pred = ids.copy()
+    pred[:, 155:] = 255  # outside the CT: sections cut by it are marked cut
+    p = G.section_grade_pairs(ids, pred, pixel_size_um=1.5, target_id=T)
+    assert list(p.columns) == list(G.PAIR_COLUMNS)
+    assert 0 < (~p["cut"]).sum() < p["cut"].sum() + (~p["cut"]).sum() <= 25
+    # a section cut by the CT's edge is compared on its pixels inside the CT only
+    assert (p["cut"] & (p["material_um2"] < np.pi * 9 ** 2 * 1.5 ** 2 * 0.9)).any()
+    np.testing.assert_allclose(p["pred_grade"], p["grade"])
+    np.testing.assert_allclose(p["pred_material_um2"], p["material_um2"])
+    assert (p["material_um2"] > 0).all()
+
+
+def test_pairs_see_an_overcalled_target():
+    ids = disks_map(np.full(25, 0.5))
+    pred = ids.copy()
+    pred[ids == M] = np.where(np.random.default_rng(0).random(int((ids == M).sum())) < 0.5, T, M)
+    p = G.section_grade_pairs(ids, pred, pixel_size_um=1.0, target_id=T)
+    assert len(p) == 25
+    np.testing.assert_allclose(p["grade"], 0.5, atol=0.05)
+    assert abs(p["pred_grade"].mean() - 0.75) < 0.02 and p["pred_grade"].min() > 0.65
+
+
+def synthetic_pairs(true, pred, *, area=100.0):
+    true, pred = np.asarray(true, float), np.asarray(pred, float)
+    return pd.DataFrame({"section": np.arange(1, len(true) + 1), "cut": False, "ecd_um": 10.0, "material_um2": area,
+                         "target_um2": area * true, "grade": true, "pred_material_um2": area,
+                         "pred_target_um2": area * pred, "pred_grade": pred})
+
+
+def biased(seed, n=150):
+    rng = np.random.default_rng(seed)
+    true = np.clip(rng.beta(0.6, 0.6, n), 0, 1)
+    true[rng.random(n) < 0.2] = 1.0
+    pred = np.clip(true + 0.5 * (1 - true) * (true > 0.4), 0, 1)  # mixed sections look purer
+    return true, pred
+
+
+def test_calibration_learns_an_overcalling_bias_and_corrects_a_held_out_section():
+    train = {f"s{i}": synthetic_pairs(*biased(i)) for i in range(2)}
+    cal = G.fit_grade_calibration(train)
+    assert cal.applied, cal.note
+    assert cal.cv["mae_calibrated"] is not None
+    assert np.mean(cal.cv["mae_calibrated"]) < np.mean(cal.cv["mae_raw"])
+    true, pred = biased(7)
+    held = synthetic_pairs(true, pred)
+    raw = G.liberation_agreement(held)
+    fixed = G.liberation_agreement(held, calibration=cal)
+    for t in ("0.8", "0.9"):
+        assert abs(fixed["thresholds"][t]["difference"]) < 0.5 * abs(raw["thresholds"][t]["difference"])
+    # monotone, in [0, 1]; back and forth through JSON
+    y = np.asarray(cal.y)
+    assert np.all(np.diff(y) >= -1e-12) and y.min() >= 0 and y.max() <= 1
+    assert G.GradeCalibration.from_dict(cal.to_dict()) == cal
+
+
+def test_calibration_of_an_unbiased_prediction_is_not_applied():
+    rng = np.random.default_rng(3)
+    train = {}
+    for i in range(3):
+        true = rng.random(120)
+        train[f"s{i}"] = synthetic_pairs(true, true)
+    cal = G.fit_grade_calibration(train)
+    assert not cal.applied, cal.note
+    g = np.array([0.0, 0.3, 1.0])
+    np.testing.assert_array_equal(cal.apply(g), g)
+
+
+def test_too_few_sections_give_no_calibration():
+    cal = G.fit_grade_calibration({"s1": synthetic_pairs([0.5, 0.6], [0.7, 0.8])})
+    assert not cal.applied and "needed" in cal.note
+
+
+def test_agreement_trusts_a_good_prediction_and_flags_a_biased_one():
+    true, pred = biased(11, n=200)
+    good = G.liberation_agreement(synthetic_pairs(true, true), n_boot=200)
+    bad = G.liberation_agreement(synthetic_pairs(true, pred), n_boot=200)
+    assert good["status"] == "trusted", good["reason"]
+    assert bad["status"] == "untrusted", bad["reason"]
+    d = bad["thresholds"]["0.8"]
+    assert d["predicted"] > d["map"] and d["ci95"][0] > 0
+    few = G.liberation_agreement(synthetic_pairs(true[:5], pred[:5]), n_boot=50)
+    assert few["status"] == "inconclusive"
+
+
+def test_agreement_is_deterministic_for_a_seed():
+    true, pred = biased(2)
+    a = G.liberation_agreement(synthetic_pairs(true, pred), n_boot=100, seed=4)
+    b = G.liberation_agreement(synthetic_pairs(true, pred), n_boot=100, seed=4)
+    assert a == b
+
+
+@pytest.mark.parametrize("tilt", [0.0, 4.0])
+def test_cut_volume_equals_nearest_neighbour_resampling_and_reads_lazily(tilt, tmp_path):
+    rng = np.random.default_rng(0)
+    vol = rng.integers(0, 5, (20, 40, 50)).astype(np.uint8)
+    tr = PlaneTransform.from_pose(centre_zyx=(10, 20, 25), map_shape=(60, 70), scale=0.5, tilt_deg=tilt,
+                                  azimuth_deg=30.0)
+    ref = sample_plane(vol, tr, (60, 70), order=0, cval=255)
+    got = cut_volume(vol, tr, (60, 70))
+    coords = tr.grid((60, 70))
+    inside = np.all((coords >= -0.5) & (coords < np.array(vol.shape)[:, None, None] - 0.5), axis=0)
+    np.testing.assert_array_equal(got[inside], ref[inside])
+    assert (got[~inside] == 255).all()
+    z = zarr.create_array(store=str(tmp_path / "v.zarr"), shape=vol.shape, dtype=np.uint8, chunks=(8, 16, 16))
+    z[...] = vol
+    np.testing.assert_array_equal(cut_volume(z, tr, (60, 70)), got)
+
+
+def test_the_truth_is_trusted_and_an_overcalling_segmentation_is_flagged(sectioned_sample):
+    """Pipeline level: section pairs cut from a volume on the registered planes (the sample's true
+    transforms), the verdict in the summary and the report's banner."""
+    import scipy.ndimage as ndi
+    import tifffile
+
+    from mineral3d.io.sample import open_sample
+    from mineral3d.pipeline.grades import check_grades
+    from mineral3d.pipeline.measure import MeasureConfig, measure
+    from mineral3d.report import _trust_banner
+
+    s = open_sample(sectioned_sample)
+    reg = sectioned_sample / "truth" / "sections"
+    truth = tifffile.imread(sectioned_sample / "truth" / "phases.tif")
+    tid = s.phase_table.target_id
+    train = [c.name for c in s.config.sections if c.role == "train"]
+    val = [c.name for c in s.config.sections if c.role == "validation"]
+    cal, _, good, pairs = check_grades(s, reg, truth, train=train, validation=val, n_boot=300)
+    assert good["status"] == "trusted", good["reason"]
+    assert set(pairs["role"]) == {"train", "validation"}
+    # map vs the voxel-majority truth: the same grades up to voxelisation (area-weighted)
+    err = np.average(np.abs(pairs["pred_grade"] - pairs["grade"]), weights=pairs["material_um2"])
+    assert err < 0.03, err
+    assert not cal.applied  # nothing to correct in the truth
+    # the target over-called by one voxel around its crystals, a bias the (absent) train sections did not reveal
+    bad_seg = truth.copy()
+    bad_seg[ndi.binary_dilation(truth == tid) & (truth != 0)] = tid
+    _, _, bad, _ = check_grades(s, reg, bad_seg, train=[], validation=val, n_boot=300)
+    assert bad["status"] == "untrusted", bad["reason"]
+    assert bad["target_share"]["difference"] > 0.05 and bad["target_share"]["ci95"][0] > 0
+    labels = tifffile.imread(sectioned_sample / "truth" / "particles.tif")
+    for verdict, seg, headline in ((good, truth, "checked against"), (bad, bad_seg, "Do not trust")):
+        summary = measure(labels, seg, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
+                          config=MeasureConfig(n_boot=20, n_directions=8), trust=verdict)["summary"]
+        assert summary["liberation_trust"]["status"] == verdict["status"]
+        assert headline in _trust_banner(summary)["headline"]
