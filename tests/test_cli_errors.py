@@ -195,3 +195,18 @@ def test_measure_from_zarr_with_phase_table(small_sample, tmp_path, capsys):
                          "--target", "LiAlO2", "--out", tmp_path / "m", "--boot", "20"], capsys)
     assert code in (0, None), err
     assert (tmp_path / "m" / "summary.json").exists()
+
+
+def test_out_of_memory_in_a_run_step_is_one_line_naming_the_step(small_sample, tmp_path, capsys, monkeypatch):
+    from mineral3d.pipeline import run_steps
+
+    def exhausted(ctx):
+        raise MemoryError
+
+    monkeypatch.setattr(run_steps, "step_register", exhausted)
+    code, err = run_cli(["run", small_sample, "--out", tmp_path / "out"], capsys)
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("error: out of memory in the register step: ") and "--workers" in lines[0], lines[0]
+    assert not (tmp_path / "out" / ".steps" / "register.json").exists()

@@ -909,11 +909,17 @@ def correct(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
+    from mineral3d.errors import OutOfMemory
+
     try:
         app(args=argv)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except MemoryError as exc:  # before Exception, which would re-raise it
+        message = exc if isinstance(exc, OutOfMemory) else OutOfMemory(None)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(OutOfMemory.exit_code)
     except Exception as exc:
         from mineral3d.register import RegistrationError
 
@@ -921,9 +927,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: not registered: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except MemoryError:
-        print("error: out of memory", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,21 @@ def read_text(path: str | os.PathLike, *, what: str) -> str:
         raise InputError(path, "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read the {what} ({exc})") from None
+
+
+class OutOfMemory(MemoryError):
+    """A step ran out of memory; the message names the step and what to try.
+
+    Raised by :func:`mineral3d.pipeline.run.run` around each step (``step``), and turned by
+    the CLI into one line and exit code :attr:`exit_code` (1: not a problem of the input).
+    """
+
+    exit_code = 1
+
+    def __init__(self, step: str | None) -> None:
+        self.step = step
+        where = f"out of memory in the {step} step" if step else "out of memory"
+        super().__init__(
+            f"{where}: try more, smaller processes (--workers N), a smaller segmentation block "
+            "(segment.block in the run config, e.g. [64, 128, 128]), fewer bootstrap draws (measure.n_boot), or a "
+            "machine with more memory; finished steps are kept and a rerun resumes")

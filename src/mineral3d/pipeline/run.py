@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from mineral3d.errors import InputError
+from mineral3d.errors import InputError, OutOfMemory
 from mineral3d.io.atomic import read_json, write_json
 from mineral3d.io.sample import Sample, open_sample
 
@@ -200,7 +200,12 @@ def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
         else:
             record.unlink(missing_ok=True)
             t = time.perf_counter()
-            fn(ctx)
+            try:
+                fn(ctx)
+            except MemoryError as exc:
+                if isinstance(exc, OutOfMemory):
+                    raise
+                raise OutOfMemory(name) from None
             dt = time.perf_counter() - t
             from mineral3d.nn.runtime import release_memory
 
