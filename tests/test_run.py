@@ -193,3 +193,29 @@ def test_particles_of_a_bare_ct_with_the_model(small_sample, full_run, tmp_path)
 
     table = pd.read_csv(out / "particles.csv")
     assert len(table) == summary["particles"] and "vol_LiAlO2" in table.columns  # the model's phase table
+
+
+def test_commands_work_on_a_run_output_alone(full_run, tmp_path, capsys):
+    """kernel and report need nothing but the run folder (it records its sample and phase table)."""
+    import shutil
+
+    from mineral3d.cli import main
+
+    rec = json.loads((full_run / "sample.json").read_text())
+    assert rec["target"] == "LiAlO2" and "LiAlO2" in rec["phase_table"] and rec["voxel_size_um"] > 0
+    status = json.loads((full_run / "kernel" / "status.json").read_text())
+    with pytest.raises(SystemExit) as exc:
+        main(["kernel", str(full_run), "--out", str(tmp_path / "k"), "--directions", "4"])
+    err = capsys.readouterr().err
+    assert "give --sample" not in err and "phase table" not in err, err
+    if status["kernel"]:  # a small sample may hold too few whole particles for a kernel
+        assert exc.value.code in (0, None) and (tmp_path / "k" / "kernel.json").is_file(), err
+    else:
+        assert exc.value.code == 2 and "particles lie inside" in err, err
+    out = tmp_path / "run"
+    shutil.copytree(full_run, out)
+    (out / "report.html").unlink()
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(out)])
+    assert exc.value.code in (0, None), capsys.readouterr().err
+    assert 'id="liberation-trust"' in (out / "report.html").read_text()

@@ -671,15 +671,18 @@ def _bare_ct_sample(ct: Path, out_dir: Path, model, voxel_um: float | None) -> P
 @app.command("report")
 def report_cmd(
     out_dir: Path = typer.Argument(..., help="A run's output folder."),
-    sample: Path = typer.Option(..., help="The sample folder of that run."),
+    sample: Optional[Path] = typer.Option(None, help="The sample folder of that run (default: the one the run "
+                                                     "records in OUT/sample.json)."),
 ) -> None:
     """(Re)build OUT/report.html from a run's outputs."""
     from mineral3d.io import atomic_file, open_sample
+    from mineral3d.pipeline.run import recorded_sample
     from mineral3d.report import build_report
 
     if not (out_dir / "summary.json").exists():
         raise InputError(out_dir / "summary.json", "file not found: run `mineral3d run` first")
-    html_text = build_report(out_dir, open_sample(sample))
+    s = open_sample(sample) if sample is not None else recorded_sample(out_dir, need="the report")
+    html_text = build_report(out_dir, s)
     with atomic_file(out_dir / "report.html") as tmp:
         tmp.write_text(html_text, encoding="utf-8")
     out.print(f"wrote {out_dir / 'report.html'}")
@@ -816,7 +819,11 @@ def kernel_cmd(
         if s is not None:
             table = s.phase_table
         else:
-            text = zarr.open_group(store=str(group), mode="r").attrs.get("phase_table")
+            from mineral3d.pipeline.run import SAMPLE_RECORD
+
+            record = run_out / SAMPLE_RECORD
+            text = (read_json(record).get("phase_table") if record.is_file() else None) or \
+                zarr.open_group(store=str(group), mode="r").attrs.get("mineral3d", {}).get("phase_table")
             if not text:
                 raise InputError(group, "no phase table recorded: give --sample")
             table = PhaseTable.from_text(text, source=str(group))

@@ -181,6 +181,7 @@ def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
     """Run every step (skipping those already done with the same inputs); returns the timings."""
     ctx.out.mkdir(parents=True, exist_ok=True)
     write_json(ctx.out / "config.json", ctx.config.to_dict())
+    write_json(ctx.out / SAMPLE_RECORD, sample_record(ctx.sample))
     from mineral3d.pipeline import run_steps
 
     for name in STEPS:
@@ -218,6 +219,29 @@ def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
             break
     write_json(ctx.out / "run.json", {"timings": ctx.timings, "keys": ctx.keys})
     return ctx.timings
+
+
+SAMPLE_RECORD = "sample.json"
+"""What a run output records of its sample, so that commands given only the run folder work."""
+
+
+def sample_record(sample: Sample) -> dict:
+    """The sample a run was made from: its folder, voxel size, target and phase table."""
+    return {"sample": str(Path(sample.root).resolve()), "name": sample.config.name,
+            "voxel_size_um": float(sample.voxel_size_um), "target": sample.phase_table.target,
+            "phase_table": sample.phase_table.to_csv_text()}
+
+
+def recorded_sample(out: str | os.PathLike, *, need: str = "this command") -> Sample:
+    """The sample a run output was made from (as its ``sample.json`` records it)."""
+    path = Path(out) / SAMPLE_RECORD
+    if not path.is_file():
+        raise InputError(path, f"not found: not a mineral3d run output (or made by an older version); give --sample "
+                               f"for {need}")
+    root = Path(read_json(path)["sample"])
+    if not (root / "sample.toml").is_file():
+        raise InputError(path, f"the run's sample {root} is no longer there: give --sample for {need}")
+    return open_sample(root)
 
 
 def open_run(sample: str | os.PathLike, out: str | os.PathLike, *, config: RunConfig,
