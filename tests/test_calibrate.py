@@ -23,8 +23,15 @@ def test_fit_matches_target_fractions_and_keeps_resin():
     after = classify(prob.T, bias)
     assert abs(np.mean(after[~resin] == 1) - 0.3) < 0.01
     np.testing.assert_array_equal(after == 0, before == 0)
-    # closer to the truth than before
-    assert np.mean((after == 1) == is_a) > np.mean((before == 1) == is_a) - 0.01
+    # closer to the truth than before: class 1 found better among material voxels (IoU and accuracy)
+    m = ~resin
+
+    def iou(pred):
+        a = pred[m] == 1
+        return np.sum(a & is_a[m]) / np.sum(a | is_a[m])
+
+    assert iou(after) > iou(before) + 0.2, (iou(before), iou(after))
+    assert np.mean((after[m] == 1) == is_a[m]) > np.mean((before[m] == 1) == is_a[m]) + 0.03
     assert bias[0] == 0
 
 
@@ -43,4 +50,7 @@ def test_rare_class_without_signal_stays_bounded():
     bias = fit_class_bias(prob, target)
     assert np.all(np.abs(bias) <= 12)
     frac = np.bincount(classify(prob.T, bias)[~resin], minlength=4) / (~resin).sum()
-    np.testing.assert_allclose(frac[1:], target[1:], atol=0.01)   # no runaway: every share near its target
+    # no runaway: every share near its target, relative to the target (1% of it for the majors, 10% for
+    # the rare class: its offset is bounded, so it can reach but not overshoot its share)
+    np.testing.assert_allclose(frac[1:3], target[1:3], rtol=0.01)
+    assert 0.9 * target[3] <= frac[3] <= 1.1 * target[3], frac[3]
