@@ -321,8 +321,11 @@ def _refine(vol, mask, weight, params, *, shape, scale0, mirror, level_vox, conf
 
 
 def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: RegisterConfig = RegisterConfig(),
-                     bse: np.ndarray | None = None, indicator: np.ndarray | None = None) -> RegistrationResult:
+                     indicator: np.ndarray | None = None) -> RegistrationResult:
     """Find the plane of a mineral map in a CT volume.
+
+    Only the map's particle outlines (non-resin vs resin) are matched; a section's BSE
+    image is not used (it is read and checked with the sample, nothing more).
 
     Parameters
     ----------
@@ -334,7 +337,6 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
         Nominal CT voxels per map pixel (pixel_size_um / voxel_size_um); the true scale is
         searched within ``config.scale_range`` of it.
     config : RegisterConfig
-    bse : ignored for now (the particle outlines carry the registration).
     indicator : precomputed :func:`ct_indicator` (to register several maps against one CT).
 
     Raises

@@ -39,7 +39,8 @@ class Model:
     levels : GreyLevels
         Grey levels of the training volume (each volume is normalised by its own levels).
     task : str
-        ``phases`` (or ``particles``).
+        What the outputs are: ``phases`` (the only kind mineral3d trains; particles are
+        separated from the phase segmentation by :mod:`mineral3d.instances`, not by a network).
     phase_table : PhaseTable, optional
     state : dict
         The torch state dict.
