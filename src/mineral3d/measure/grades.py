@@ -6,8 +6,8 @@ volume on the same plane gives the predicted grade of the same section (the same
 the map's section outline, so a predicted particle split or merge does not matter, only
 the phases inside it). These *section grade pairs* serve twice:
 
-- on the **train** sections they fit a :class:`GradeCalibration`: a monotone map from
-  predicted to true grade (isotonic regression weighted by section area), checked by
+- on the **train** sections they fit a :class:`GradeCalibration`: the line that relates
+  predicted to true grade, inverted (the classical calibration estimator), checked by
   leave-one-section-out cross-validation and used only where that shows it helps;
 - on the **validation** sections (never in the fit) they give :func:`liberation_agreement`:
   the predicted 2D liberation on that plane against the map's own, with a paired
@@ -229,32 +229,40 @@ def _num(v) -> float | None:
 
 @dataclass(frozen=True)
 class GradeCalibration:
-    """A monotone map from predicted to true particle grade, fitted on train-section pairs.
+    """How the segmentation's grades relate to the true ones, and its inverse.
+
+    The *classical* (inverse) calibration: on the train sections the predicted grade is
+    regressed on the true (map) grade, ``pred = intercept + slope * true`` (weighted
+    least squares, weights = section material area), and a particle's grade is estimated
+    as ``(pred - intercept) / slope``, clipped to [0, 1]. Regressing the prediction on the
+    truth, not the truth on the prediction, keeps the estimate unbiased for each particle
+    (the truth is the regressor, so the section-to-section scatter of the prediction does
+    not shrink the fit toward the mean): a pure particle whose voxels are called target at
+    the rate ``intercept + slope`` gets grade 1 again, a barren one at ``intercept`` gets 0.
 
     Attributes
     ----------
-    x, y : tuple of float
-        Knots: predicted grade ``x`` (increasing, 0-1) maps to calibrated grade ``y``
-        (non-decreasing), linear in between, constant beyond the ends. A predicted grade
-        of exactly 0 or 1 maps to the value fitted for the sections predicted so.
-    sd : tuple of float
-        Spread (standard deviation) of the true section grade about ``y`` at each knot
-        (a 2D spread: an upper bound for a whole particle, which averages many sections).
+    intercept, slope : float
+        The fitted line (grades 0-1). Identity: 0 and 1.
+    sd : float
+        Residual scatter of the predicted section grades about the line, divided by the
+        slope: the spread of one section's calibrated grade (a 2D spread, an upper bound
+        for a whole particle, which averages many sections).
     applied : bool
-        False when cross-validation showed no gain: :meth:`apply` is then the identity
-        and :meth:`spread` still reports the uncalibrated residual spread.
+        False when the fit is ill-determined or cross-validation showed no gain:
+        :meth:`apply` is then the identity.
     note : str
         Why it was (not) applied, in words.
     cv : dict
-        Leave-one-section-out errors of the 2D L(t) (mean absolute over held-out
-        sections), raw and calibrated.
+        Leave-one-section-out errors on the held-out sections, uncalibrated and calibrated:
+        the target share of the sections' material and the 2D L(t).
     sections : tuple of str
         The train sections the fit used.
     """
 
-    x: tuple[float, ...] = (0.0, 1.0)
-    y: tuple[float, ...] = (0.0, 1.0)
-    sd: tuple[float, ...] = (0.0, 0.0)
+    intercept: float = 0.0
+    slope: float = 1.0
+    sd: float = 0.0
     applied: bool = False
     note: str = "identity"
     cv: dict = field(default_factory=dict)
@@ -265,130 +273,133 @@ class GradeCalibration:
         g = np.asarray(grade, float)
         if not self.applied:
             return g.copy()
-        return np.clip(np.interp(g, self.x, self.y), 0.0, 1.0)
+        return np.clip((g - self.intercept) / self.slope, 0.0, 1.0)
 
     def spread(self, grade: np.ndarray) -> np.ndarray:
-        """Standard deviation of the true grade at each predicted grade (a 2D spread)."""
-        return np.interp(np.asarray(grade, float), self.x, self.sd)
+        """Standard deviation of one section's calibrated grade at each predicted grade (2D)."""
+        return np.full(np.shape(grade), float(self.sd))
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(x=list(self.x), y=list(self.y), sd=list(self.sd), sections=list(self.sections))
+        d["sections"] = list(self.sections)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> GradeCalibration:
-        return cls(x=tuple(float(v) for v in d["x"]), y=tuple(float(v) for v in d["y"]),
-                   sd=tuple(float(v) for v in d["sd"]), applied=bool(d["applied"]), note=str(d.get("note", "")),
-                   cv=dict(d.get("cv", {})), sections=tuple(d.get("sections", ())))
+        return cls(intercept=float(d["intercept"]), slope=float(d["slope"]), sd=float(d["sd"]),
+                   applied=bool(d["applied"]), note=str(d.get("note", "")), cv=dict(d.get("cv", {})),
+                   sections=tuple(d.get("sections", ())))
 
 
-N_KNOTS = 21
-"""The isotonic fit is evaluated on this many evenly spaced predicted grades (0, 0.05, ..., 1)."""
+MIN_SLOPE = 0.25
+"""A fitted slope below this means the segmentation hardly tells the target's share at all
+(its predicted grade barely follows the true one): inverting it would amplify noise, so no
+calibration is applied."""
 
 
-def _fit_curve(pg: np.ndarray, tg: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Knots (x, y, sd) of the weighted isotonic regression of true on predicted grade."""
-    from scipy.optimize import isotonic_regression
+def _fit_line(tg: np.ndarray, pg: np.ndarray, w: np.ndarray) -> tuple[float, float, float]:
+    """(intercept, slope, residual sd) of the weighted regression of predicted on true grade."""
+    sw = np.sqrt(w)
+    a = np.stack([np.ones_like(tg), tg], axis=1) * sw[:, None]
+    (c0, c1), *_ = np.linalg.lstsq(a, pg * sw, rcond=None)
+    res = pg - (c0 + c1 * tg)
+    sd = float(np.sqrt(np.average(res ** 2, weights=w))) if w.sum() > 0 else 0.0
+    return float(c0), float(c1), sd
 
-    x = np.linspace(0.0, 1.0, N_KNOTS)
-    ux, inv = np.unique(pg, return_inverse=True)  # ties pooled first: one fitted value per predicted grade
-    uw = np.bincount(inv, weights=w, minlength=len(ux))
-    uy = np.bincount(inv, weights=w * tg, minlength=len(ux)) / np.where(uw > 0, uw, 1.0)
-    fitted = np.clip(isotonic_regression(uy, weights=np.maximum(uw, 1e-12), increasing=True).x, 0.0, 1.0)
-    y = np.interp(x, ux, fitted)
-    # beyond the predicted grades seen, no evidence: keep the prediction's own steps (slope 1)
-    # from the nearest fitted value, rather than a flat line that would cap every grade there
-    lo, hi = x < ux[0], x > ux[-1]
-    y[lo] = np.clip(fitted[0] - (ux[0] - x[lo]), 0.0, fitted[0])
-    y[hi] = np.clip(fitted[-1] + (x[hi] - ux[-1]), fitted[-1], 1.0)
-    # residual spread per knot: weighted, in a window of +-1 knot spacing (all residuals if too few)
-    res = tg - fitted[inv]
-    sd = np.empty_like(x)
-    for i, xi in enumerate(x):
-        m = np.abs(pg - xi) <= 1.0 / (N_KNOTS - 1) + 1e-9
-        if w[m].sum() <= 0 or m.sum() < 5:
-            m = np.ones_like(pg, bool)
-        sd[i] = np.sqrt(np.average(res[m] ** 2, weights=w[m])) if w[m].sum() > 0 else 0.0
-    return x, y, sd
+
+def _share(target: np.ndarray, amount: np.ndarray) -> float:
+    return float(target.sum() / amount.sum()) if amount.sum() > 0 else float("nan")
 
 
 def fit_grade_calibration(pairs: dict[str, pd.DataFrame], *, thresholds=THRESHOLDS,
-                          min_sections: int = 20) -> GradeCalibration:
-    """Fit the predicted -> true grade map on the train sections' grade pairs.
+                          min_sections: int = 20, n_boot: int = 500, seed: int = 0) -> GradeCalibration:
+    """Fit the classical grade calibration on the train sections' grade pairs.
 
     Parameters
     ----------
     pairs : dict of section name -> DataFrame
-        :func:`section_grade_pairs` of each train section. Only sections with target in the
-        map or the prediction inform the fit (barren sections say nothing about grades).
+        :func:`section_grade_pairs` of each train section (all of their particle sections,
+        barren ones included: they pin the intercept).
     thresholds : sequence of float
-        Liberation thresholds scored by the cross-validation.
+        Liberation thresholds reported by the cross-validation.
     min_sections : int
-        Fewer target-bearing sections than this in all: no calibration (too little data).
+        Fewer target-bearing particle sections than this in all: no calibration.
+
+    n_boot, seed : int
+        Bootstrap draws (particle sections resampled) for the line's 95% intervals.
 
     Returns
     -------
-    GradeCalibration. It is ``applied`` only when, leaving each section out in turn and
-    fitting on the others, the calibrated 2D L(t) of the held-out section is closer to the
-    map's than the uncalibrated one (mean absolute error over sections and thresholds).
-    With a single train section the cross-validation splits its particle sections in two
-    halves (alternating) instead.
+    GradeCalibration, ``applied`` when at least ``min_sections`` sections hold target, the
+    slope is at least :data:`MIN_SLOPE`, and the line differs significantly from the
+    identity: the 95% bootstrap interval of the predicted grade of a barren section
+    (``intercept``) excludes 0 or that of a pure one (``intercept + slope``) excludes 1.
+    Without such evidence of a bias, inverting the line would only add its noise.
+    Leave-one-section-out cross-validation (fit on the other sections, applied to the
+    held-out one; with a single train section, its particle sections in two alternating
+    halves) is recorded in ``cv`` (target share and 2D L(t) errors), not used to decide:
+    with two train sections of a few dozen particle sections each, a line fitted on one
+    section is too noisy to judge the line fitted on all.
     """
     names = sorted(pairs)
-    frames = []
-    for k, name in enumerate(names):
-        f = pairs[name]
-        f = f[(f["target_um2"] > 0) | (f["pred_target_um2"] > 0)]
-        frames.append(f.assign(_fold=k))
+    frames = [pairs[n].assign(_fold=k) for k, n in enumerate(names)]
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*PAIR_COLUMNS, "_fold"])
     if len(names) == 1 and len(data):
         data["_fold"] = np.arange(len(data)) % 2
     pg, tg = data["pred_grade"].to_numpy(float), data["grade"].to_numpy(float)
     w = data["material_um2"].to_numpy(float)
-    if len(data) < min_sections:
-        return GradeCalibration(note=f"not applied: {len(data)} target-bearing particle sections on the train "
+    n_target = int(np.sum((data["target_um2"].to_numpy(float) > 0) | (data["pred_target_um2"].to_numpy(float) > 0)))
+    if n_target < min_sections:
+        return GradeCalibration(note=f"not applied: {n_target} target-bearing particle sections on the train "
                                      f"sections (at least {min_sections} needed)", sections=tuple(names))
-    x, y, sd = _fit_curve(pg, tg, w)
+    c0, c1, sd = _fit_line(tg, pg, w)
+    base = dict(intercept=c0, slope=c1, sd=sd / c1 if c1 > 0 else float("inf"), sections=tuple(names))
+    if c1 < MIN_SLOPE:
+        return GradeCalibration(**{**base, "sd": 0.0}, note=f"not applied: the predicted grade follows the true one "
+                                                            f"with slope {c1:.2f} (< {MIN_SLOPE}): too weak to invert")
     t = tuple(float(v) for v in thresholds)
-    folds = np.unique(data["_fold"])
-    err_raw, err_cal = [], []
-    for f in folds:
-        test, train = data["_fold"].to_numpy() == f, data["_fold"].to_numpy() != f
+    share_raw, share_cal, l_raw, l_cal = [], [], [], []
+    fold = data["_fold"].to_numpy()
+    for f in np.unique(fold):
+        test, train = fold == f, fold != f
         if train.sum() < 5 or test.sum() < 5:
             continue
-        cx, cy, _ = _fit_curve(pg[train], tg[train], w[train])
+        f0, f1, _ = _fit_line(tg[train], pg[train], w[train])
+        if f1 < MIN_SLOPE:
+            continue
         held = data[test]
-        cal = GradeCalibration(x=tuple(cx), y=tuple(cy), sd=tuple(np.zeros_like(cx)), applied=True)
-        one = np.ones((1, len(held)))
-        lm = _liberation(held["target_um2"].to_numpy(float), held["grade"].to_numpy(float), one, t)[0]
+        cal = GradeCalibration(intercept=f0, slope=f1, applied=True)
         raw = pairs_population(held, predicted=True)
         fit = pairs_population(held, predicted=True, calibration=cal)
-        lr = _liberation(raw.target, raw.grade, one, t)[0]
-        lc = _liberation(fit.target, fit.grade, one, t)[0]
-        if np.all(np.isfinite([*lm, *lr, *lc])):
-            err_raw.append(np.abs(lr - lm))
-            err_cal.append(np.abs(lc - lm))
-    cv = {"folds": len(err_raw), "thresholds": [f"{v:g}" for v in t],
-          "mae_raw": [float(v) for v in np.mean(err_raw, axis=0)] if err_raw else None,
-          "mae_calibrated": [float(v) for v in np.mean(err_cal, axis=0)] if err_cal else None}
-    if not err_raw:
-        note, applied = "not applied: no fold to cross-validate on", False
-    else:
-        a, b = float(np.mean(err_raw)), float(np.mean(err_cal))
-        applied = b < a
-        note = (f"{'applied' if applied else 'not applied'}: held-out-section 2D liberation error "
-                f"{a:.3f} uncalibrated, {b:.3f} calibrated (mean over {len(err_raw)} folds and thresholds)")
-    if not applied:  # the identity, with the uncalibrated residual spread
-        x = np.linspace(0.0, 1.0, N_KNOTS)
-        y = x.copy()
-        res = tg - pg
-        sd = np.array([np.sqrt(np.average(res[m] ** 2, weights=w[m])) if m.sum() >= 5 and w[m].sum() > 0
-                       else np.sqrt(np.average(res ** 2, weights=w))
-                       for m in (np.abs(pg - xi) <= 1.0 / (N_KNOTS - 1) + 1e-9 for xi in x)])
-    return GradeCalibration(x=tuple(float(v) for v in x), y=tuple(float(v) for v in y),
-                            sd=tuple(float(v) for v in sd), applied=applied, note=note, cv=cv,
-                            sections=tuple(names))
+        tm, am = held["target_um2"].to_numpy(float), held["material_um2"].to_numpy(float)
+        sm = _share(tm, am)
+        share_raw.append(abs(_share(raw.target, raw.amount) - sm))
+        share_cal.append(abs(_share(fit.target, fit.amount) - sm))
+        one = np.ones((1, len(held)))
+        lm = _liberation(tm, held["grade"].to_numpy(float), one, t)[0]
+        l_raw.append(np.abs(_liberation(raw.target, raw.grade, one, t)[0] - lm))
+        l_cal.append(np.abs(_liberation(fit.target, fit.grade, one, t)[0] - lm))
+    cv = {"folds": len(share_raw), "thresholds": [f"{v:g}" for v in t],
+          "share_error_raw": float(np.nanmean(share_raw)) if share_raw else None,
+          "share_error_calibrated": float(np.nanmean(share_cal)) if share_cal else None,
+          "liberation_error_raw": [float(v) for v in np.nanmean(l_raw, axis=0)] if l_raw else None,
+          "liberation_error_calibrated": [float(v) for v in np.nanmean(l_cal, axis=0)] if l_cal else None}
+    rng = np.random.default_rng(seed)
+    ends = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(tg), len(tg))
+        b0, b1, _ = _fit_line(tg[i], pg[i], w[i])
+        ends.append((b0, b0 + b1))
+    ends = np.asarray(ends)
+    lo, hi = np.percentile(ends, [2.5, 97.5], axis=0)
+    cv["barren_ci95"] = [float(lo[0]), float(hi[0])]
+    cv["pure_ci95"] = [float(lo[1]), float(hi[1])]
+    line = (f"predicted grade = {c0:+.3f} + {c1:.3f} x true grade (barren sections predicted {c0:.3f}, 95% CI "
+            f"{lo[0]:.3f}-{hi[0]:.3f}; pure ones {c0 + c1:.3f}, {lo[1]:.3f}-{hi[1]:.3f})")
+    applied = bool(lo[0] > 0 or hi[0] < 0 or lo[1] > 1 or hi[1] < 1)
+    note = (f"{'applied' if applied else 'not applied'}: on the train sections {line}"
+            + ("" if applied else ": no significant bias to correct"))
+    return GradeCalibration(**base, applied=applied, note=note, cv=cv)
 
 
 def add_grade_columns(table: pd.DataFrame, target: str, calibration: GradeCalibration) -> pd.DataFrame:

@@ -72,7 +72,7 @@ def check_grades(sample: Sample, registration: str | os.PathLike, segmentation, 
     pairs_train = grade_pairs(sample, registration, segmentation, train)
     pairs_val = grade_pairs(sample, registration, segmentation, validation)
     if pairs_train:
-        calibration = fit_grade_calibration(pairs_train)
+        calibration = fit_grade_calibration(pairs_train, seed=seed)
         source = f"fitted on this sample's train sections ({', '.join(train)})"
     elif model_calibration is not None:
         calibration, source = model_calibration, "stored with the model (fitted on its training sample's sections)"
