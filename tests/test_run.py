@@ -227,3 +227,62 @@ def test_commands_work_on_a_run_output_alone(full_run, tmp_path, capsys):
         main(["report", str(out)])
     assert exc.value.code in (0, None), capsys.readouterr().err
     assert 'id="liberation-trust"' in (out / "report.html").read_text()
+
+
+def _finished_outputs_are_whole(out):
+    """Every output under its final name is complete: JSON parses, tables and arrays read whole."""
+    import pandas as pd
+    import zarr
+
+    for name in ("config.json", "sample.json", "registration/registration.json", "model/model.json",
+                 "grades/trust.json", "grades/calibration.json", "summary.json", "validation.json",
+                 "kernel/status.json", "measure_config.json"):
+        if (out / name).exists():
+            json.loads((out / name).read_text())
+    for name in ("particles.csv", "liberation.csv", "grades/section_pairs.csv"):
+        if (out / name).exists() and (out / name).stat().st_size:
+            pd.read_csv(out / name)
+    for name in ("phases", "particles"):
+        if (out / "segmentation.zarr" / name / "zarr.json").exists():
+            zarr.open_array(store=str(out / "segmentation.zarr" / name), mode="r")[...]
+    if (out / "report.html").exists():
+        assert (out / "report.html").read_text().rstrip().endswith("</html>")
+    if (out / "summary.json").exists():  # summary.json is written last by measure
+        assert (out / "particles.csv").exists() and (out / "liberation.csv").exists()
+
+
+def test_killed_run_resumes_to_the_same_summary(small_sample, fast_config, full_run, tmp_path):
+    """SIGKILL (no cleanup at all) at several points, each rerun resuming and killed further on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "fast.json"
+    cfg.write_text(json.dumps(fast_config.to_dict()))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", "from mineral3d.cli import main; main()", "run", str(small_sample), "--out", str(out),
+           "--config", str(cfg)]
+    # kill as soon as each marker appears: inside training (its step started), segmentation (its partial
+    # array), particles, measure and report (the record of the step before them)
+    markers = [".steps/register.json", ".phases.partial", ".steps/segment.json", ".steps/grades.json",
+               ".steps/validate.json"]
+    killed = 0
+    for marker in markers:
+        path = out / marker if not marker.startswith(".phases") else out / "segmentation.zarr" / marker
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.time()
+        while proc.poll() is None and not path.exists() and time.time() - t0 < 300:
+            time.sleep(0.02)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed += 1
+        proc.wait()
+        _finished_outputs_are_whole(out)
+        for rec in (out / ".steps").glob("*.json"):  # a recorded step's outputs are all there
+            assert json.loads(rec.read_text())["key"]
+    assert killed >= 3  # the run was really cut short several times
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _finished_outputs_are_whole(out)
+    assert json.loads((out / "summary.json").read_text()) == json.loads((full_run / "summary.json").read_text())
