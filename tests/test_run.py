@@ -204,7 +204,7 @@ def test_particles_of_a_bare_ct_with_the_model(small_sample, full_run, tmp_path)
 
 
 def test_commands_work_on_a_run_output_alone(full_run, tmp_path, capsys):
-    """kernel and report need nothing but the run folder (it records its sample and phase table)."""
+    """kernel, measure and report need nothing but the run folder (it records its sample and phase table)."""
     import shutil
 
     from mineral3d.cli import main
@@ -220,6 +220,14 @@ def test_commands_work_on_a_run_output_alone(full_run, tmp_path, capsys):
         assert exc.value.code in (0, None) and (tmp_path / "k" / "kernel.json").is_file(), err
     else:
         assert exc.value.code == 2 and "particles lie inside" in err, err
+    seg = full_run / "segmentation.zarr"
+    with pytest.raises(SystemExit) as exc:
+        main(["measure", "--phases", str(seg / "phases"), "--particles", str(seg / "particles"), "--out",
+              str(tmp_path / "m"), "--boot", "20"])
+    assert exc.value.code in (0, None), capsys.readouterr().err
+    m = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert m["target_phase"] == "LiAlO2" and m["particles"] == json.loads((full_run / "summary.json").read_text())[
+        "particles"]
     out = tmp_path / "run"
     shutil.copytree(full_run, out)
     (out / "report.html").unlink()

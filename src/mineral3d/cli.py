@@ -155,9 +155,15 @@ def measure(
         maps = [SectionMap(c.name, s.section_map(c.name), c.pixel_size_um) for c in s.config.sections
                 if c.role == "validation"]
     else:
-        if phase_table is None or target is None:
+        from mineral3d.pipeline.run import recorded_phase_table
+
+        recorded = recorded_phase_table(phases) if phase_table is None else None  # a run's own output
+        if recorded is not None:
+            table = recorded.with_target(target) if target is not None else recorded
+        elif phase_table is None or target is None:
             raise InputError("--phase-table/--target", "give --sample, or --phase-table and --target")
-        table = PhaseTable.from_csv(phase_table, target=target)
+        else:
+            table = PhaseTable.from_csv(phase_table, target=target)
         voxel = voxel_um
     edges = None
     if size_classes:

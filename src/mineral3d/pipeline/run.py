@@ -244,6 +244,20 @@ def recorded_sample(out: str | os.PathLike, *, need: str = "this command") -> Sa
     return open_sample(root)
 
 
+def recorded_phase_table(volume: str | os.PathLike):
+    """The phase table (with its target) recorded by the run whose output holds ``volume``
+    (e.g. ``OUT/segmentation.zarr/phases``), or None: a volume from elsewhere."""
+    from mineral3d.phases import PhaseTable
+
+    p = Path(volume).resolve()
+    for parent in list(p.parents)[:3]:
+        rec = parent / SAMPLE_RECORD
+        if rec.is_file() and (parent / "config.json").is_file():
+            data = read_json(rec)
+            return PhaseTable.from_text(data["phase_table"], target=data.get("target"), source=str(rec))
+    return None
+
+
 def open_run(sample: str | os.PathLike, out: str | os.PathLike, *, config: RunConfig,
              model: str | os.PathLike | None = None, **kw) -> RunContext:
     s = open_sample(sample)
