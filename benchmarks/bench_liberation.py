@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-out/liberation"))
     ap.add_argument("--skip-rf", action="store_true")
     ap.add_argument("--table", action="store_true", help="print the tables of the samples already in OUT")
+    ap.add_argument("--existing", type=Path, nargs=2, metavar=("SAMPLE", "RUN"),
+                    help="score a sample and its finished default run instead of generating and running one")
     args = ap.parse_args()
     if args.table:
         for p in sorted(args.out.glob("*/bench.json")):
@@ -81,15 +83,21 @@ def main() -> None:
     kw = {"shape": tuple(args.shape)} if args.shape else {}
     name = f"{args.fraction}{args.seed}-{args.voxel_um or 'default'}um"
     root = args.out / name
-    sample_dir = root / "sample"
-    if not (sample_dir / "sample.toml").exists():
-        generate_sample(sample_dir, PhantomConfig(fraction=args.fraction, seed=args.seed, voxel_um=args.voxel_um, **kw),
-                        overwrite=True)
-    run_dir = root / "run"
-    t = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "mineral3d"), "run", str(sample_dir), "--out", str(run_dir),
-                    "--seed", "0"], check=True)
-    res: dict = {"sample": name, "run_s": time.perf_counter() - t}
+    root.mkdir(parents=True, exist_ok=True)
+    if args.existing:
+        sample_dir, run_dir = args.existing
+        run_s = sum(v["seconds"] for v in json.loads((run_dir / "run.json").read_text())["timings"].values())
+    else:
+        sample_dir = root / "sample"
+        if not (sample_dir / "sample.toml").exists():
+            generate_sample(sample_dir, PhantomConfig(fraction=args.fraction, seed=args.seed, voxel_um=args.voxel_um,
+                                                      **kw), overwrite=True)
+        run_dir = root / "run"
+        t = time.perf_counter()
+        subprocess.run([str(Path(sys.executable).parent / "mineral3d"), "run", str(sample_dir), "--out", str(run_dir),
+                        "--seed", "0"], check=True)
+        run_s = time.perf_counter() - t
+    res: dict = {"sample": name, "run_s": run_s}
     res["timings"] = json.loads((run_dir / "run.json").read_text())["timings"]
     s = open_sample(sample_dir)
     table = s.phase_table

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mineral3d.errors import InputError
 from mineral3d.io.atomic import atomic_dir, read_json, write_json
 from mineral3d.io.sample import Sample
 from mineral3d.measure.grades import GradeCalibration, fit_grade_calibration, liberation_agreement, section_grade_pairs
@@ -48,7 +49,13 @@ def read_model_calibration(model_dir: str | os.PathLike | None) -> GradeCalibrat
     if model_dir is None:
         return None
     path = Path(model_dir) / MODEL_FILE
-    return GradeCalibration.from_dict(read_json(path)) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return GradeCalibration.from_dict(read_json(path))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(path, f"not a grade calibration of this mineral3d version ({exc!r}): delete it, or "
+                               "retrain the model") from None
 
 
 def read_run_calibration(out: str | os.PathLike) -> GradeCalibration | None:

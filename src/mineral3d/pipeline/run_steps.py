@@ -164,9 +164,10 @@ def step_grades(ctx) -> None:
     from mineral3d.pipeline.grades import check_grades, read_model_calibration, store_with_model, write_grades
 
     seg = zarr.open_array(store=str(_seg(ctx) / "phases"), mode="r")
+    train = _registered(ctx, "train")
     calibration, source, trust, pairs = check_grades(
-        ctx.sample, _reg(ctx), seg, train=_registered(ctx, "train"), validation=_registered(ctx, "validation"),
-        model_calibration=read_model_calibration(_model(ctx)), n_boot=ctx.config.measure.n_boot,
+        ctx.sample, _reg(ctx), seg, train=train, validation=_registered(ctx, "validation"),
+        model_calibration=None if train else read_model_calibration(_model(ctx)), n_boot=ctx.config.measure.n_boot,
         seed=ctx.config.seed)
     if ctx.model_dir is None and calibration is not None:
         store_with_model(_model(ctx), calibration)  # this run's own model: `apply` uses it
