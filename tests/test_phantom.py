@@ -169,3 +169,26 @@ def test_rgb_maps_decode_to_the_same_ids(tmp_path):
     a, b = open_sample(tmp_path / "ids"), open_sample(tmp_path / "rgb")
     assert b.section_map("s1").ndim == 2
     np.testing.assert_array_equal(a.section_map("s1"), b.section_map("s1"))
+
+
+def test_varied_variant_draws_its_settings_per_seed_and_keeps_them_consistent(tmp_path):
+    from mineral3d.phantom.generate import varied
+
+    a, b, a2 = (varied(PhantomConfig(seed=k, variant="varied")) for k in (1, 2, 1))
+    assert a == a2 and a != b  # deterministic for a seed, different across seeds
+    assert a.slag != PhantomConfig().slag and a.ct != PhantomConfig().ct
+    for c in (a, b):
+        lo, hi = c.slag.trunk_width_um
+        assert 1.5 <= lo < hi and 1 / 3 <= c.pixel_ratio <= 0.5 and 3 <= c.max_tilt_deg <= 10
+        assert 0.04 <= c.ct.attenuation[2] - c.ct.attenuation[1] <= 0.12  # gehlenite vs LiAlO2 contrast
+    cfg = dict(shape=(32, 64, 64), sections=1, seed=3)
+    g = generate_sample(tmp_path / "v", PhantomConfig(variant="varied", **cfg))
+    assert g.name.endswith("-varied")
+    s = open_sample(tmp_path / "v")
+    # the truth still agrees with its map on the true plane, whatever was drawn
+    name, ids, tr = next(sections(s))
+    on_plane = sample_plane(s.truth_phases(), tr, ids.shape, order=0, cval=255)
+    ok = (ids != 255) & (on_plane != 255)
+    assert np.mean(ids[ok] == on_plane[ok]) > 0.85
+    with pytest.raises(Exception, match="variant"):
+        PhantomConfig(variant="odd")

@@ -52,13 +52,15 @@ def phantom(
     voxel_um: Optional[float] = typer.Option(None, help="CT voxel size, µm [default: 2 fine, 3 coarse]."),
     sections: int = typer.Option(3, help="Number of polished sections (the last one is for validation)."),
     map_format: str = typer.Option("ids", help="Mineral maps as phase ids or RGB colours: ids|rgb."),
+    variant: str = typer.Option("default", help="default, or varied: microstructure, CT artefacts and map pixels "
+                                                "drawn per seed from wide ranges (docs/phantom.md)."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
 ) -> None:
     """Generate a synthetic correlative slag sample (CT, mineral maps, BSE, ground truth)."""
     from mineral3d.phantom import PhantomConfig, generate_sample
 
     config = PhantomConfig(fraction=fraction, seed=seed, shape=shape, voxel_um=voxel_um, sections=sections,
-                           map_format=map_format)
+                           map_format=map_format, variant=variant)
     if out_dir.exists() and not force:
         raise InputError(out_dir, "already exists (use --force to replace it)")
     with _progress() as p:

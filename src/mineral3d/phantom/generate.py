@@ -8,7 +8,7 @@ Everything derives from one seed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -77,6 +77,7 @@ class PhantomConfig:
     map_format: str = "ids"
     slag: SlagParams = field(default_factory=SlagParams)
     ct: ctm.CTModel = field(default_factory=ctm.CTModel)
+    variant: str = "default"
 
     def __post_init__(self) -> None:
         if self.fraction not in SIEVES_UM:
@@ -91,6 +92,8 @@ class PhantomConfig:
             raise InputError("--map-format", f"must be 'ids' or 'rgb', got {self.map_format!r}")
         if self.supersample < 1:
             raise InputError("supersample", "must be at least 1")
+        if self.variant not in VARIANTS:
+            raise InputError("--variant", f"must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
 
     @property
     def voxel_size_um(self) -> float:
@@ -99,6 +102,37 @@ class PhantomConfig:
     @property
     def sieve_um(self) -> tuple[float, float]:
         return SIEVES_UM[self.fraction]
+
+
+VARIANTS = ("default", "varied")
+"""``default``: the microstructure and CT model every setting was developed on. ``varied``:
+both drawn per seed (:func:`varied`), for checking that nothing is tuned to the default."""
+
+
+def varied(config: PhantomConfig) -> PhantomConfig:
+    """``config`` with its microstructure, CT forward model and map pixels drawn from wide ranges.
+
+    Drawn from a generator seeded by ``config.seed`` (so a seed gives one sample): crystal
+    density, sizes, dendritic share and colony alignment; the coarse primary crystals' density
+    (few: clustered rich and barren regions; many: evenly rich); the LiAlO2 / gehlenite
+    contrast; PSF blur, noise, cupping and ring artefacts; map pixels 1/3 to 1/2 of a voxel;
+    tilts up to 3-10°. The ranges bracket the default on both sides; they are not fitted
+    to anything.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x7A12]))
+    u = rng.uniform
+    w0 = u(1.5, 4.0)
+    slag = SlagParams(cell_um=u(40, 90), dendrites_per_cell=u(15, 55), trunk_length_um=(u(8, 20), u(40, 110)),
+                      trunk_width_um=(w0, w0 * u(2.0, 4.5)), dendritic_fraction=u(0.2, 0.95),
+                      colony_spread_deg=u(8, 70), spinel_per_cell=u(15, 70), coarse_cell_um=u(160, 360),
+                      coarse_per_cell=u(0.5, 5.0))
+    base = ctm.CTModel()
+    att = dict(base.attenuation)
+    att[GEHLENITE] = att[LIALO2] + u(0.04, 0.12)
+    ct = ctm.CTModel(attenuation=att, psf_sigma_vox=u(0.5, 1.3), noise_sigma=u(0.02, 0.05), cupping=u(0.0, 0.15),
+                     ring_amplitude=u(0.0, 0.03), n_rings=int(rng.integers(4, 20)))
+    return replace(config, slag=slag, ct=ct, pixel_ratio=u(1 / 3, 0.5), max_tilt_deg=u(3.0, 10.0),
+                   variant="default")
 
 
 @dataclass
@@ -211,6 +245,9 @@ def classify_points(points_um: np.ndarray, particles: list[ParticleShape],
 
 def generate(config: PhantomConfig, *, progress: Progress | None = None) -> GeneratedSample:
     """Generate a sample in memory (deterministic for ``config.seed``)."""
+    label = "" if config.variant == "default" else f"-{config.variant}"
+    if config.variant == "varied":
+        config = varied(config)
     report = progress or (lambda stage, done, total: None)
     root = np.random.SeedSequence(config.seed)
     rng_place, rng_ct, rng_sec = (np.random.default_rng(s) for s in root.spawn(3))
@@ -274,7 +311,7 @@ def generate(config: PhantomConfig, *, progress: Progress | None = None) -> Gene
                                     role="validation" if (n >= 2 and k == n - 1) else "train", bse=bse,
                                     truth=transform))
     report("rendering sections", n, n)
-    name = f"slag-{config.fraction}-{int(config.sieve_um[0])}-{int(config.sieve_um[1])}um-seed{config.seed}"
+    name = f"slag-{config.fraction}-{int(config.sieve_um[0])}-{int(config.sieve_um[1])}um-seed{config.seed}{label}"
     return GeneratedSample(name, config, ct, truth_phases, truth_particles, sections, table, parts)
 
 
