@@ -185,6 +185,13 @@ def test_apply_to_a_bare_ct(small_sample, full_run, tmp_path, capsys):
     a = zarr.open_array(store=str(out / "segmentation.zarr" / "phases"), mode="r")[...]
     b = zarr.open_array(store=str(full_run / "segmentation.zarr" / "phases"), mode="r")[...]
     assert (a == b).mean() > 0.999
+    # the grade calibration stored with the model by the run that trained it is the one apply uses
+    stored = json.loads((full_run / "model" / "grade_calibration.json").read_text())
+    used = json.loads((out / "grades" / "calibration.json").read_text())
+    assert used["calibration"] == stored and "stored with the model" in used["source"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["grade_calibration"]["applied"] == stored["applied"]
+    assert summary["liberation_trust"]["status"] == "unchecked"  # a bare CT has no section to check against
 
 
 def test_particles_of_a_bare_ct_with_the_model(small_sample, full_run, tmp_path):
