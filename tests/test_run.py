@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from mineral3d.pipeline.run import RunConfig, load_config, open_run, run
@@ -211,7 +212,7 @@ def test_particles_of_a_bare_ct_with_the_model(small_sample, full_run, tmp_path)
 
 
 def test_commands_work_on_a_run_output_alone(full_run, tmp_path, capsys):
-    """kernel, measure and report need nothing but the run folder (it records its sample and phase table)."""
+    """kernel, measure, particles and report need nothing but the run folder (it records its sample)."""
     import shutil
 
     from mineral3d.cli import main
@@ -237,6 +238,15 @@ def test_commands_work_on_a_run_output_alone(full_run, tmp_path, capsys):
         "particles"]
     out = tmp_path / "run"
     shutil.copytree(full_run, out)
+    # particles of the run's segmentation, with the sieve of the sample the run recorded: the run's own labels
+    import zarr
+
+    shutil.rmtree(out / "segmentation.zarr" / "particles")
+    with pytest.raises(SystemExit) as exc:
+        main(["particles", str(out / "segmentation.zarr")])
+    assert exc.value.code in (0, None), capsys.readouterr().err
+    np.testing.assert_array_equal(zarr.open_array(store=str(out / "segmentation.zarr" / "particles"), mode="r")[...],
+                                  zarr.open_array(store=str(seg / "particles"), mode="r")[...])
     (out / "report.html").unlink()
     with pytest.raises(SystemExit) as exc:
         main(["report", str(out)])
