@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--voxel-um", type=float, default=None)
     ap.add_argument("--shape", type=int, nargs=3, default=None)
     ap.add_argument("--out", type=Path, default=Path("bench-out/liberation"))
+    ap.add_argument("--variant", default="default", help="phantom variant: default or varied")
     ap.add_argument("--skip-rf", action="store_true")
     ap.add_argument("--table", action="store_true", help="print the tables of the samples already in OUT")
     ap.add_argument("--existing", type=Path, nargs=2, metavar=("SAMPLE", "RUN"),
@@ -81,7 +82,8 @@ def main() -> None:
             print_table(json.loads(p.read_text()))
         return
     kw = {"shape": tuple(args.shape)} if args.shape else {}
-    name = f"{args.fraction}{args.seed}-{args.voxel_um or 'default'}um"
+    name = f"{args.fraction}{args.seed}-{args.voxel_um or 'default'}um" + ("" if args.variant == "default"
+                                                                         else f"-{args.variant}")
     root = args.out / name
     root.mkdir(parents=True, exist_ok=True)
     if args.existing:
@@ -91,7 +93,7 @@ def main() -> None:
         sample_dir = root / "sample"
         if not (sample_dir / "sample.toml").exists():
             generate_sample(sample_dir, PhantomConfig(fraction=args.fraction, seed=args.seed, voxel_um=args.voxel_um,
-                                                      **kw), overwrite=True)
+                                                      variant=args.variant, **kw), overwrite=True)
         run_dir = root / "run"
         t = time.perf_counter()
         subprocess.run([str(Path(sys.executable).parent / "mineral3d"), "run", str(sample_dir), "--out", str(run_dir),
