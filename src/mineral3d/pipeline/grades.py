@@ -28,6 +28,9 @@ from mineral3d.measure.grades import GradeCalibration, fit_grade_calibration, li
 from mineral3d.pipeline.phases import registered_transform
 from mineral3d.plane import cut_volume
 
+METHOD_VERSION = 2
+"""Part of the grades step's key: a run made with another calibration method redoes the step."""
+
 MODEL_FILE = "grade_calibration.json"
 """Name of the calibration stored in a model folder."""
 

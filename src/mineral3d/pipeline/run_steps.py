@@ -35,6 +35,12 @@ def _seg(ctx) -> Path:
     return ctx.out / "segmentation.zarr"
 
 
+def _grades_version() -> int:
+    from mineral3d.pipeline.grades import METHOD_VERSION
+
+    return METHOD_VERSION
+
+
 SPEC = {
     "register": lambda ctx: ([], asdict(ctx.config.register), _sample_files(ctx), [_reg(ctx) / "registration.json"]),
     "train": lambda ctx: (["register"] if ctx.model_dir is None else [],
@@ -46,7 +52,7 @@ SPEC = {
                             [_seg(ctx) / "phases" / "zarr.json"]),
     "particles": lambda ctx: (["segment"], asdict(ctx.config.particles), [ctx.sample.root / "sample.toml"],
                               [_seg(ctx) / "particles" / "zarr.json"]),
-    "grades": lambda ctx: (["segment", "register"], [ctx.config.measure.n_boot, ctx.config.seed],
+    "grades": lambda ctx: (["segment", "register"], [ctx.config.measure.n_boot, ctx.config.seed, _grades_version()],
                            _sample_files(ctx) + ([ctx.model_dir] if ctx.model_dir else []),
                            [ctx.out / "grades" / "trust.json"]),
     "measure": lambda ctx: (["particles", "grades"], [asdict(ctx.config.measure), ctx.config.seed],
