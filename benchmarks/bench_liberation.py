@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import tifffile
 import zarr
 
