@@ -928,23 +928,16 @@ def correct(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
-    from mineral3d.errors import OutOfMemory
+    from mineral3d.errors import MineralError, OutOfMemory
 
     try:
         app(args=argv)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except MineralError as exc:  # InputError (2), RegistrationError (3), OutOfMemory (1)
+        print(f"error: {exc.prefix}{exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except MemoryError as exc:  # before Exception, which would re-raise it
-        message = exc if isinstance(exc, OutOfMemory) else OutOfMemory(None)
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(OutOfMemory.exit_code)
-    except Exception as exc:
-        from mineral3d.register import RegistrationError
-
-        if not isinstance(exc, RegistrationError):
-            raise
-        print(f"error: not registered: {exc}", file=sys.stderr)
+    except MemoryError:
+        exc = OutOfMemory(None)
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
 
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 import os
 
 
-class InputError(Exception):
+class MineralError(Exception):
+    """Base of the errors meant for users: the CLI prints ``error: {prefix}{message}`` on one
+    line and exits with :attr:`exit_code`."""
+
+    exit_code = 1
+    prefix = ""
+
+
+class InputError(MineralError):
     """Bad user input: a missing or malformed file, an inconsistent sample.
 
     Parameters
@@ -40,7 +48,7 @@ def read_text(path: str | os.PathLike, *, what: str) -> str:
         raise InputError(path, f"cannot read the {what} ({exc})") from None
 
 
-class OutOfMemory(MemoryError):
+class OutOfMemory(MineralError, MemoryError):
     """A step ran out of memory; the message names the step and what to try.
 
     Raised by :func:`mineral3d.pipeline.run.run` around each step (``step``), and turned by

@@ -33,16 +33,17 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage, optimize
 
-from mineral3d.errors import InputError
+from mineral3d.errors import InputError, MineralError
 from mineral3d.intensity import otsu_threshold
 from mineral3d.phases import RESIN, UNCLASSIFIED
 from mineral3d.plane import PlaneTransform, rotation_taking
 
 
-class RegistrationError(Exception):
+class RegistrationError(MineralError):
     """No confident registration: the map does not match this CT (exit code 3)."""
 
     exit_code = 3
+    prefix = "not registered: "
 
 
 @dataclass(frozen=True)
