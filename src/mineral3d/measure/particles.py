@@ -11,6 +11,9 @@ Columns (lengths in µm, positions in voxels):
 - ``vol_<phase>``: volume fraction of each particle phase (resin and unclassified voxels
   inside a particle are ignored; the fractions sum to 1);
 - ``surf_<phase>``: fraction of the particle's surface formed by each phase (exposure).
+
+A run's table also has ``grade`` and ``grade_sd`` (the target grade calibrated against the
+train sections and its spread: :func:`mineral3d.measure.grades.add_grade_columns`).
 """
 
 from __future__ import annotations
