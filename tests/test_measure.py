@@ -232,3 +232,18 @@ def test_2d_liberation_overestimates_3d_on_generated_sample(small_sample, tmp_pa
     np.testing.assert_allclose(shares, 1.0)
     pq = pd.read_parquet(tmp_path / "m" / "particles.parquet")
     assert len(pq) == summ["particles"]
+
+
+def test_particle_table_without_surfaces_keeps_every_other_column():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((20, 30, 30), np.uint32)
+    labels[2:8, 3:10, 3:10], labels[10:18, 12:25, 5:20] = 1, 2
+    phases = np.where(labels > 0, rng.integers(1, 3, labels.shape), 0).astype(np.uint8)
+    table = PhaseTable((Phase(0, "resin", (0, 0, 0)), Phase(1, "a", (1, 1, 1)), Phase(2, "b", (2, 2, 2))), target="a")
+    full = particle_table(labels, phases, voxel_size_um=2.0, phase_table=table, calipers=False, exposure=False)
+    bare = particle_table(labels, phases, voxel_size_um=2.0, phase_table=table, calipers=False, exposure=False,
+                          surfaces=False)
+    assert list(bare.columns) == list(full.columns)
+    assert bare["surface_um2"].isna().all() and full["surface_um2"].gt(0).all()
+    keep = [c for c in full.columns if c not in ("surface_um2", "sphericity") and not c.startswith("surf_")]
+    pd.testing.assert_frame_equal(bare[keep], full[keep])

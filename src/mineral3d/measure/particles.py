@@ -172,7 +172,8 @@ def phase_counts(labels: np.ndarray, phases: np.ndarray, n_labels: int, *, slab:
 
 
 def particle_table(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, phase_table: PhaseTable,
-                   n_directions: int = 64, calipers: bool = True, exposure: bool = True) -> pd.DataFrame:
+                   n_directions: int = 64, calipers: bool = True, exposure: bool = True,
+                   surfaces: bool = True) -> pd.DataFrame:
     """Measure every particle of a label volume.
 
     Parameters
@@ -188,6 +189,8 @@ def particle_table(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: flo
         Directions of the global caliper search (plus the 13 lattice directions).
     calipers, exposure : bool
         Compute ``feret_*`` and ``surf_<phase>`` (the slowest columns); NaN when off.
+    surfaces : bool
+        Compute ``surface_um2`` and ``sphericity`` (NaN when off; off implies no exposure).
 
     Returns
     -------
@@ -212,7 +215,10 @@ def particle_table(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: flo
     with ThreadPoolExecutor(1) as pool:  # cc3d runs beside the (threaded) numpy passes
         future = pool.submit(cc3d.statistics, lab)
         pc = phase_counts(lab, phases, n)
-        area, exp = label_surfaces(lab, phases if exposure else None, n_labels=n)
+        if surfaces:
+            area, exp = label_surfaces(lab, phases if exposure else None, n_labels=n)
+        else:
+            area, exp = np.full(n, np.nan), None
         stats = future.result()
     counts = stats["voxel_counts"][:n].astype(np.int64)
     if calipers:
