@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from mineral3d.measure.liberation import THRESHOLDS, Population
+from mineral3d.measure.liberation import GRADE_EPS, THRESHOLDS, Population
 from mineral3d.measure.sections2d import map_section_table
 from mineral3d.phases import RESIN, UNCLASSIFIED
 
@@ -101,7 +101,7 @@ def pairs_population(pairs: pd.DataFrame, *, predicted: bool, calibration: Grade
 def _liberation(amount_target: np.ndarray, grade: np.ndarray, weights: np.ndarray, thresholds) -> np.ndarray:
     """L(t) of bootstrap weights (B, n) over sections with target amounts and grades (n,): (B, T)."""
     tot = weights @ amount_target
-    lib = np.stack([weights @ (amount_target * (grade >= t - 1e-9)) for t in thresholds], axis=-1)
+    lib = np.stack([weights @ (amount_target * (grade >= t - GRADE_EPS)) for t in thresholds], axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return lib / tot[..., None]
 

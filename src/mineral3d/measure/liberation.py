@@ -33,7 +33,9 @@ CLASS_LOWER = (0.0, 0.0) + LOWER_EDGES[1:] + (1.0,)
 """Lower grade bound of each class: L(t) for a threshold in LOWER_EDGES is the sum of the
 target shares of the classes whose lower bound is >= t."""
 THRESHOLDS = (0.8, 0.9, 0.95)
-_EPS = 1e-9
+GRADE_EPS = 1e-9
+"""A grade within this of a threshold counts as reaching it (every module compares grades so)."""
+_EPS = GRADE_EPS
 
 
 @dataclass(frozen=True)

@@ -306,6 +306,7 @@ def step_validate(ctx) -> None:
 
     from mineral3d.baseline import GreyClassifier
     from mineral3d.nn import load_model
+    from mineral3d.pipeline.grades import read_run_trust
     from mineral3d.pipeline.validation import validate_sample, write_validation
 
     s = ctx.sample
@@ -314,14 +315,10 @@ def step_validate(ctx) -> None:
     m = load_model(_model(ctx))
     base = GreyClassifier.from_dict(m.info["baseline"]) if "baseline" in m.info else None
     if not names:
-        from mineral3d.pipeline.grades import read_run_trust
-
         write_json(ctx.out / "validation.json", {"sections": {}, "all": {},
                                                  "note": "no validation-role section was registered",
                                                  "liberation_trust": read_run_trust(ctx.out)})
         return
-    from mineral3d.pipeline.grades import read_run_trust
-
     result = validate_sample(s, _reg(ctx), seg, sections=names, baseline=base)
     result["liberation_trust"] = read_run_trust(ctx.out)
     write_validation(ctx.out, result)
