@@ -93,7 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     runs = {"reference": [], "reference-tuned": [], "mineral3d": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.repeats):
+        for _ in range(args.repeats):
             for mode in runs:
                 out = Path(tmp) / f"{mode}.npy"
                 p = subprocess.run([sys.executable, "-c", CHILD, mode, args.model, args.sample, str(out)],
@@ -102,7 +102,8 @@ def main() -> None:
                 print(runs[mode][-1], flush=True)
         agree = float(np.mean(np.load(Path(tmp) / "reference.npy") == np.load(Path(tmp) / "mineral3d.npy")))
         agree_tuned = float(np.mean(np.load(Path(tmp) / "reference-tuned.npy") == np.load(Path(tmp) / "mineral3d.npy")))
-    ref, tuned, ours = (np.median([x["mvox_s"] for x in runs[m]]) for m in ("reference", "reference-tuned", "mineral3d"))
+    ref, tuned, ours = (np.median([x["mvox_s"] for x in runs[m]])
+                        for m in ("reference", "reference-tuned", "mineral3d"))
     print(f"\n| inference | Mvox/s (median of {args.repeats}) | ratio to plain | ratio to tuned |\n|---|---|---|---|\n"
           f"| MONAI sliding_window_inference, fp32, default process (what a user writes) | {ref:.2f} | 1.00 | |\n"
           f"| MONAI sliding_window_inference, bf16 autocast + channels-last + allocator (like against like) | "

@@ -37,12 +37,12 @@ sys.path.insert(0, str(HERE))
 
 from mineral3d.io import open_sample  # noqa: E402
 from mineral3d.measure import liberation as lib  # noqa: E402
+from mineral3d.measure.grades import add_grade_columns, calibrated_population  # noqa: E402
 from mineral3d.measure.particles import particle_table  # noqa: E402
 from mineral3d.measure.sections2d import virtual_sections  # noqa: E402
 from mineral3d.phantom import PhantomConfig, generate_sample  # noqa: E402
 from mineral3d.pipeline.grades import check_grades  # noqa: E402
 from mineral3d.pipeline.measure import population_3d  # noqa: E402
-from mineral3d.measure.grades import add_grade_columns, calibrated_population  # noqa: E402
 
 
 def iou(pred, truth, k):
@@ -150,9 +150,11 @@ def print_table(res: dict) -> None:
     when = ("" if train.get("skipped") else f"run {res['run_s'] / 60:.1f} min, training "
             f"{train.get('seconds', 0) / 60:.1f} min; ")
     print(f"\n**{res['sample']}** ({when}{tr['particles_inside']} particles inside the volume)\n")
-    print("| | LiAlO2 IoU | gehlenite IoU | 3D L(0.8) | L(0.9) | L(0.95) | max 3D error | 2D virtual L(0.8) | 2D error |")
+    print("| | LiAlO2 IoU | gehlenite IoU | 3D L(0.8) | L(0.9) | L(0.95) | max 3D error "
+          "| 2D virtual L(0.8) | 2D error |")
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| truth | | | {f(tr['3d']['0.8'])} | {f(tr['3d']['0.9'])} | {f(tr['3d']['0.95'])} | | {f(tr['2d']['0.8'])} | |")
+    print(f"| truth | | | {f(tr['3d']['0.8'])} | {f(tr['3d']['0.9'])} | {f(tr['3d']['0.95'])} | "
+          f"| {f(tr['2d']['0.8'])} | |")
 
     def row(label, iou_, l3, l2):
         err = max(abs(l3[t] - tr["3d"][t]) for t in ts if l3.get(t) is not None)

@@ -45,8 +45,13 @@ from mineral3d.nn.infer import InferConfig, predict_blocks
 from mineral3d.nn.model import save_model
 from mineral3d.nn.train import TrainConfig
 from mineral3d.phantom import PhantomConfig, generate_sample
-from mineral3d.pipeline.phases import (check_model, material_classes, section_area_fractions, section_labels,
-                                       train_phase_model)
+from mineral3d.pipeline.phases import (
+    check_model,
+    material_classes,
+    section_area_fractions,
+    section_labels,
+    train_phase_model,
+)
 from mineral3d.pipeline.validation import validate_sample
 from mineral3d.register import RegisterConfig, ct_indicator, register_section
 
@@ -194,7 +199,8 @@ def main() -> None:
         i = res["iou_test_half"]
         om = res["modal"].get("oracle")
         oracle_modal = "-" if om is None else f"{100 * om[n]:.2f}%"
-        print(f"| {n} | {f(i['sparse'][n])} | {f(i['sparse_uncalibrated'][n])} | {f(i.get('oracle', {}).get(n))} | {f(i['baseline'][n])} / "
+        print(f"| {n} | {f(i['sparse'][n])} | {f(i['sparse_uncalibrated'][n])} | "
+              f"{f(i.get('oracle', {}).get(n))} | {f(i['baseline'][n])} / "
               f"{f(i['baseline_no_prior'][n])} | {100 * res['modal_truth'][n]:.2f}% | "
               f"{100 * res['modal']['sparse'][n]:.2f}% | "
               f"{oracle_modal} |")
@@ -206,7 +212,8 @@ def main() -> None:
         for c in res["sections_curve"].values():
             cells = [f(c["iou_test_half"][n]) + ("" if oracle.get(n) is None or c["iou_test_half"][n] is None
                                                   else f" ({oracle[n] - c['iou_test_half'][n]:+.3f})") for n in names]
-            print(f"| {c['train_sections']} | {c['labelled_voxels']} | {c['train_s']:.0f} | " + " | ".join(cells) + " |")
+            print(f"| {c['train_sections']} | {c['labelled_voxels']} | {c['train_s']:.0f} | "
+                  + " | ".join(cells) + " |")
     print("\ncoarse transfer IoU:", {n: f(x) for n, x in res["iou_coarse"].items()},
           "\nfine whole IoU:", {n: f(x) for n, x in res["iou_fine_whole"].items()})
     print("validation:", json.dumps(res["validation"], indent=None))

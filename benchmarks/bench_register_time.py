@@ -2,11 +2,17 @@
 
 Run: .venv/bin/python benchmarks/bench_register_time.py
 """
-import time, numpy as np
+import time
+
+import numpy as np
+
 from mineral3d.phantom import PhantomConfig, generate
 from mineral3d.register import ct_indicator, register_section
+
 g = generate(PhantomConfig(seed=2, pixel_ratio=0.224, max_tilt_deg=10.0))
-t = time.perf_counter(); ind = ct_indicator(g.ct); prep = time.perf_counter() - t
+t = time.perf_counter()
+ind = ct_indicator(g.ct)
+prep = time.perf_counter() - t
 for sec in g.sections:
     t = time.perf_counter()
     r = register_section(g.ct, sec.map, scale=sec.pixel_size_um / g.config.voxel_size_um, indicator=ind)

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import zarr
+from test_cli_errors import expect_error
 
 from mineral3d.io import open_sample, write_transform
-from test_cli_errors import expect_error
 
 FAST = ["--iterations", "4", "--features", "4,4,8,8,16,4", "--precision", "fp32"]
 

@@ -3,8 +3,15 @@ import pytest
 import tifffile
 
 from mineral3d.errors import InputError
-from mineral3d.io import (SectionData, open_sample, read_volume, read_volume_zarr, write_sample, write_tiff,
-                          write_volume_zarr)
+from mineral3d.io import (
+    SectionData,
+    open_sample,
+    read_volume,
+    read_volume_zarr,
+    write_sample,
+    write_tiff,
+    write_volume_zarr,
+)
 from mineral3d.phases import Phase, PhaseTable
 from mineral3d.plane import PlaneTransform
 
@@ -90,7 +97,7 @@ def test_sample_round_trip(tmp_path):
 def test_failed_write_leaves_nothing(tmp_path):
     table = PhaseTable((Phase(0, "resin", (0, 0, 0)),), target="resin")
     bad = [SectionData("a", np.zeros((4, 4), np.uint8), 1.0)]
-    with pytest.raises(Exception):  # any crash while writing
+    with pytest.raises(Exception):  # noqa: B017  (any crash while writing)
         write_sample(tmp_path / "s", name="x", ct=None, voxel_size_um=1.0, phase_table=table, sections=bad)
     assert list(tmp_path.iterdir()) == []
 

@@ -107,7 +107,8 @@ def test_grouping_on_import(tima, tmp_path):
     assert len(t.phases) == len(tima.phase_table.phases) - 2
     bad = PhaseGrouping.from_text("phase,group\nAlbite,feldspar\nAlbit,feldspar\nKfeldspar,feldspar\n",
                                   source="groups.csv")
-    with pytest.raises(InputError, match=r"groups.csv: 2 phase name\(s\) not in the phase table .*'Albit', 'Kfeldspar'"):
+    with pytest.raises(InputError,
+                       match=r"groups.csv: 2 phase name\(s\) not in the phase table .*'Albit', 'Kfeldspar'"):
         tima.grouped(bad)
 
 

@@ -94,6 +94,7 @@ def test_cli_writes_transform_and_overlay(sample_copy, tmp_path, capsys):
 
 def test_cli_exit_code_3_for_a_foreign_map(sample_copy, tmp_path, capsys):
     import tifffile
+
     from mineral3d.cli import main
     ids = tifffile.imread(sample_copy / "sections" / "s1.tif")
     rng = np.random.default_rng(3)

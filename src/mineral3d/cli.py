@@ -145,8 +145,8 @@ def measure(
     from mineral3d.io import open_sample
     from mineral3d.io.volumes import read_any_volume
     from mineral3d.phases import PhaseTable
-    from mineral3d.pipeline.measure import MeasureConfig, SectionMap, check_volumes, measure as run, \
-        write_measurements
+    from mineral3d.pipeline.measure import MeasureConfig, SectionMap, check_volumes, write_measurements
+    from mineral3d.pipeline.measure import measure as run
 
     maps = []
     if sample is not None:
@@ -172,7 +172,8 @@ def measure(
         try:
             edges = tuple(sorted(float(v) for v in size_classes.split(",")))
         except ValueError:
-            raise InputError("--size-classes", f"expected comma-separated numbers in µm, got {size_classes!r}") from None
+            raise InputError("--size-classes",
+                             f"expected comma-separated numbers in µm, got {size_classes!r}") from None
     ph, ph_voxel = read_any_volume(phases, name="phase volume", labels=True)
     lab, _ = read_any_volume(particles, name="particle volume", labels=True)
     voxel = voxel or ph_voxel
@@ -182,8 +183,8 @@ def measure(
     config = MeasureConfig(section_step=section_step, size_edges_um=edges, n_boot=boot, seed=seed)
     parts = None
     if scheduler is not None or workers is not None:
-        from mineral3d.measure.chunked import particle_table_chunked
         from mineral3d.cluster import open_scheduler
+        from mineral3d.measure.chunked import particle_table_chunked
 
         with err.status("measuring particles slab by slab"), open_scheduler(scheduler, workers) as sched:
             parts = particle_table_chunked(particles, phases, voxel_size_um=voxel, phase_table=table, slab=slab,
@@ -321,7 +322,8 @@ def train(
     save_model(out_dir, model, overwrite=force)
     rec = model.info["record"]
     out.print(f"wrote {out_dir}: {rec['iterations']} iterations in {rec['seconds']:.0f} s, "
-              f"final loss {rec['final_loss']:.4f}" + (f" (resumed at {rec['resumed_at']})" if rec["resumed_at"] else ""))
+              f"final loss {rec['final_loss']:.4f}"
+              + (f" (resumed at {rec['resumed_at']})" if rec["resumed_at"] else ""))
 
 
 def _open_input(path: Path, voxel_um: float | None):
@@ -557,7 +559,8 @@ def _run(sample: Path, out_dir: Path, cfg, model: Path | None, scheduler: str | 
          workers: int | None = None) -> None:
     from mineral3d.cluster import open_scheduler
     from mineral3d.nn.runtime import resolve_device
-    from mineral3d.pipeline.run import open_run, run as run_pipeline
+    from mineral3d.pipeline.run import open_run
+    from mineral3d.pipeline.run import run as run_pipeline
 
     resolve_device(cfg.device)
     with open_scheduler(scheduler, workers) as sched, _progress() as p:
@@ -889,8 +892,7 @@ def correct(
     from mineral3d.io import open_sample
     from mineral3d.io.mineral_maps import read_mineral_map
     from mineral3d.measure.sections2d import maps_population
-    from mineral3d.pipeline.kernel import (correction, population_from_liberation_csv, read_kernel,
-                                           write_correction)
+    from mineral3d.pipeline.kernel import correction, population_from_liberation_csv, read_kernel, write_correction
 
     k = read_kernel(kernel_dir)
     target = k.provenance.get("target")

@@ -32,8 +32,8 @@ does in memory. Ids are numbered in C order of each particle's first voxel in bo
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import cc3d
 import edt

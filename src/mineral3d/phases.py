@@ -219,7 +219,8 @@ class PhaseTable:
             if used:
                 who = [p.name for p in self.phases if ((p.color[0] << 16) | (p.color[1] << 8) | p.color[2]) == v]
                 raise InputError(source, f"map colour #{int(v):06x} on {used} pixels is shared by phases "
-                                 f"{', '.join(map(repr, who))}: give the map as phase ids or give them distinct colours")
+                                 f"{', '.join(map(repr, who))}: give the map as phase ids or give them "
+                                 "distinct colours")
         return self.ids[order][idx]
 
     def encode_rgb(self, ids: np.ndarray) -> np.ndarray:

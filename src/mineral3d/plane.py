@@ -36,6 +36,15 @@ def rotation_taking(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.eye(3) + vx + vx @ vx / (1 + c)
 
 
+def fibonacci_hemisphere(n: int) -> np.ndarray:
+    """n nearly uniform unit directions (n, 3) on the upper hemisphere (z, y, x), z >= 0."""
+    i = np.arange(n) + 0.5
+    z = 1 - i / n  # uniform in z on [0, 1)
+    phi = np.pi * (1 + 5**0.5) * i
+    r = np.sqrt(1 - z**2)
+    return np.stack([z, r * np.sin(phi), r * np.cos(phi)], axis=1)
+
+
 def normal_from_tilt(tilt_deg: float, azimuth_deg: float) -> np.ndarray:
     """Unit plane normal (z, y, x) tilted ``tilt_deg`` off +z towards azimuth (0 = +x, 90 = +y)."""
     t, a = np.deg2rad(tilt_deg), np.deg2rad(azimuth_deg)

@@ -36,7 +36,7 @@ from scipy import ndimage, optimize
 from mineral3d.errors import InputError, MineralError
 from mineral3d.intensity import otsu_threshold
 from mineral3d.phases import RESIN, UNCLASSIFIED
-from mineral3d.plane import PlaneTransform, rotation_taking
+from mineral3d.plane import PlaneTransform, fibonacci_hemisphere, rotation_taking
 
 
 class RegistrationError(MineralError):
@@ -365,8 +365,6 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
         planes, depths = _z_planes(ind, config)
         peaks = [p + (0,) for p in coarse_search(planes, depths, mask, weight, scale=scale, config=config)]
     else:
-        from mineral3d.measure.particles import fibonacci_hemisphere
-
         sm = ndimage.gaussian_filter(ind, f / 2)
         centre = (np.array(ind.shape) - 1) / 2
         half = 0.5 * np.linalg.norm(ind.shape)

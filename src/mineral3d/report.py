@@ -20,7 +20,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from jinja2 import Environment  # noqa: E402
-
 from scipy import ndimage  # noqa: E402
 
 from mineral3d.intensity import random_voxels  # noqa: E402
@@ -499,7 +498,8 @@ def build_report(out: str | Path, sample: Sample) -> str:
         g = b.get("grade", {})
         rows.append((f"{METHOD_LABEL.get(m, m)} (2D − 3D bias, 95% CI)",
                      [f"{_fmt(g[t]['L2D'])} ({100 * g[t]['bias']:+.1f}, {100 * g[t]['ci95'][0]:+.1f} to "
-                      f"{100 * g[t]['ci95'][1]:+.1f} pts)" if t in g and None not in (g[t]["L2D"], g[t]["bias"], *g[t]["ci95"]) else "-"
+                      f"{100 * g[t]['ci95'][1]:+.1f} pts)"
+                      if t in g and None not in (g[t]["L2D"], g[t]["bias"], *g[t]["ci95"]) else "-"
                       for t in thresholds]))
     facts = [("sample", sample.config.name), ("CT", f"{' × '.join(map(str, ct.shape))} voxels at "
                                                    f"{sample.voxel_size_um:g} µm"),

@@ -19,7 +19,6 @@ Amounts are volumes (areas): multiply by phase densities for mass-based figures.
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass
 
 import numpy as np

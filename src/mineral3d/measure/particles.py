@@ -28,15 +28,7 @@ import pandas as pd
 
 from mineral3d.measure.surface import label_surfaces
 from mineral3d.phases import PhaseTable
-
-
-def fibonacci_hemisphere(n: int) -> np.ndarray:
-    """n nearly uniform unit directions (n, 3) on the upper hemisphere (z, y, x), z >= 0."""
-    i = np.arange(n) + 0.5
-    z = 1 - i / n  # uniform in z on [0, 1)
-    phi = np.pi * (1 + 5**0.5) * i
-    r = np.sqrt(1 - z**2)
-    return np.stack([z, r * np.sin(phi), r * np.cos(phi)], axis=1)
+from mineral3d.plane import fibonacci_hemisphere
 
 
 def _hull_candidates(labels: np.ndarray) -> np.ndarray:
@@ -86,7 +78,8 @@ def _refine(pts, starts, seg_of_point, best: np.ndarray, *, largest: bool, steps
         e1 = np.cross(best, helper)
         e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
         e2 = np.cross(best, e1)
-        ring = best[:, None] + step * (np.cos(phi)[None, :, None] * e1[:, None] + np.sin(phi)[None, :, None] * e2[:, None])
+        ring = best[:, None] + step * (np.cos(phi)[None, :, None] * e1[:, None]
+                                       + np.sin(phi)[None, :, None] * e2[:, None])
         cand = np.concatenate([best[:, None], ring], axis=1)
         cand /= np.linalg.norm(cand, axis=2, keepdims=True)
         w = _widths(pts, starts, cand[seg_of_point].astype(np.float32))

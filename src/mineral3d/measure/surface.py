@@ -6,8 +6,8 @@ of 256 configurations, 13 classes under the cube's 48 symmetries and complement)
 weights are fitted by least squares so that digitised *planes* in isotropic random
 orientations get their true area (Lindblad, Image Vis. Comput. 23, 2005), kept near the
 marching-cubes area of each configuration by a ridge penalty; they are not fitted to
-spheres or to any particle shape (:func:`fit_weights` re-derives the stored table). One vectorised pass measures every label and
-the share of its surface formed by each phase (exposure).
+spheres or to any particle shape (:func:`fit_weights` re-derives the stored table). One vectorised
+pass measures every label and the share of its surface formed by each phase (exposure).
 
 The raw voxel-face count overestimates by ~50% and binary marching cubes by ~9% on a
 sphere; these weights are within ~1% (tests, docs/benchmarks.md).

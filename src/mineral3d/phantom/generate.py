@@ -8,17 +8,25 @@ Everything derives from one seed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from mineral3d.errors import InputError
 from mineral3d.io.sample import SectionData, write_sample
 from mineral3d.phantom import ct as ctm
-from mineral3d.phantom.microstructure import (GEHLENITE, LIALO2, METAL, RESIN, SPINEL, Primitives, SlagParams,
-                                              primitives_in_box)
+from mineral3d.phantom.microstructure import (
+    GEHLENITE,
+    LIALO2,
+    METAL,
+    RESIN,
+    SPINEL,
+    Primitives,
+    SlagParams,
+    primitives_in_box,
+)
 from mineral3d.phantom.particles import ParticleShape, place_particles
 from mineral3d.phantom.sections import bse_image, random_pose, unclassify_boundaries
 from mineral3d.phantom.shapes import primitive_sdf

@@ -63,7 +63,7 @@ def measure_map(m: MineralMap, *, target: str | None = None, min_size_px: int | 
     edges = lib.default_size_edges(pop.size_um)
     libtab = lib.liberation_table(pop, method="2d-map", size_edges=edges)
     curves = lib.liberation_curves(pop, method="2d-map")
-    regions = int((np.bincount(labels.ravel()).size - 1))
+    regions = int(np.bincount(labels.ravel()).size - 1)
     non_resin = (m.ids != RESIN) & m.measured
     import cc3d
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import zarr
@@ -42,7 +42,8 @@ def segment_particles(group: str | os.PathLike, config: InstanceConfig, *, chunk
         if progress is not None:
             progress("separating particles", 0, 1)
         lab = particle_labels(phases[...] != 0, config,
-                              progress=None if progress is None else lambda d, n: progress("separating particles", d, n))
+                              progress=None if progress is None
+                              else lambda d, n: progress("separating particles", d, n))
         out[...] = lab
         n = int(lab.max())
     else:

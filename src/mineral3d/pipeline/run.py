@@ -16,9 +16,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from mineral3d.errors import InputError, OutOfMemory
 from mineral3d.io.atomic import read_json, write_json

@@ -104,8 +104,13 @@ def _registered(ctx, role: str) -> list[str]:
 
 def step_train(ctx) -> None:
     from mineral3d.nn import NetworkConfig, TrainConfig, load_model, save_model
-    from mineral3d.pipeline.phases import (check_model, material_classes, section_area_fractions, section_labels,
-                                           train_phase_model)
+    from mineral3d.pipeline.phases import (
+        check_model,
+        material_classes,
+        section_area_fractions,
+        section_labels,
+        train_phase_model,
+    )
 
     s = ctx.sample
     if ctx.model_dir is not None:
@@ -124,8 +129,8 @@ def step_train(ctx) -> None:
                          class_weight=t.class_weight)
     net = NetworkConfig(out_channels=len(classes), features=t.features)
     ckpt = ctx.out / ".model.checkpoint.pt"
-    model = train_phase_model(s.ct_array(), labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, network=net,
-                              config=config, device=ctx.config.device, checkpoint=ckpt,
+    model = train_phase_model(s.ct_array(), labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
+                              network=net, config=config, device=ctx.config.device, checkpoint=ckpt,
                               progress=None if ctx.progress is None else
                               (lambda i, n, loss: ctx.progress("training", i, n)),
                               info={"sample": str(s.root), "sections": used}, area_fractions=fractions)
@@ -189,7 +194,6 @@ def step_measure(ctx) -> None:
     import zarr
 
     from mineral3d.pipeline.measure import MeasureConfig, SectionMap, measure, write_measurements
-
     from mineral3d.pipeline.particles import IN_MEMORY_VOXELS
 
     s, cfg = ctx.sample, ctx.config.measure
@@ -297,7 +301,8 @@ def _kernel_crop(labels, phases, parts):
         for e in "01":
             sub[f"bbox_{a}{e}"] -= lo[d]
     note = (f"kernel measured in the central {' x '.join(map(str, side))} voxels of the "
-            f"{' x '.join(map(str, shape))} volume ({int((~sub['touches_border'].astype(bool)).sum())} whole particles)")
+            f"{' x '.join(map(str, shape))} volume "
+            f"({int((~sub['touches_border'].astype(bool)).sum())} whole particles)")
     return labels[box], phases[box], sub, note
 
 
