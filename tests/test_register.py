@@ -129,3 +129,25 @@ def test_any_orientation_finds_a_plane_normal_to_x(prepared):
     assert corner_error(r.transform, truth, ids.shape) <= 1.0
     assert normal_error(r.transform, truth) <= 0.5
     assert r.mirrored  # swapping two axes is a reflection
+
+
+@pytest.mark.parametrize("outside", [0.2])
+def test_map_larger_than_the_ct_field(prepared, outside):
+    """A map that reaches beyond the CT's field of view is registered on the part inside."""
+    s, _ = prepared
+    ids, truth = s.section_map("s1"), s.truth_transform("s1")
+    pts = truth.grid(ids.shape).reshape(3, -1)
+    x0 = int(np.ceil(pts[2].min() + outside * np.ptp(pts[2])))  # cut the CT through the map
+    ct = np.ascontiguousarray(s.ct()[:, :, x0:])
+    inside = (pts[2] - x0 >= -0.5).mean()
+    assert 0.75 < inside < 0.85
+    shifted = truth.shifted((0, 0, -x0))
+    r = register_section(ct, ids, scale=s.nominal_scale("s1"))
+    assert corner_error(r.transform, shifted, ids.shape) <= 1.0  # corners outside the CT included
+    assert normal_error(r.transform, shifted) <= 0.5
+    assert r.overlap == pytest.approx(inside, abs=0.03)
+    assert r.score > 0.9 and (1 - r.runner_up) > 2 * (1 - r.score)
+    # less of the map inside than min_overlap: refused, not placed
+    with pytest.raises(RegistrationError):
+        register_section(np.ascontiguousarray(s.ct()[:, :, int(pts[2].min() + 0.5 * np.ptp(pts[2])):]), ids,
+                         scale=s.nominal_scale("s1"))

@@ -48,7 +48,11 @@ class RegistrationError(MineralError):
 
 @dataclass(frozen=True)
 class RegisterConfig:
-    """Search settings (lengths in CT voxels, angles in degrees)."""
+    """Search settings (lengths in CT voxels, angles in degrees).
+
+    ``min_overlap`` is the share of the map's classified area that must lie inside the CT
+    volume (a map may cover more than the CT's field of view); only that part is scored.
+    """
 
     coarse_vox: float = 4.0
     depth_step: float = 3.0
@@ -61,6 +65,7 @@ class RegisterConfig:
     min_anchors: int = 3
     min_anchor_area: float = 0.005
     min_anchor_spread: float = 0.05
+    min_overlap: float = 0.75
     orientation: str = "near-z"
 
     @classmethod
@@ -79,10 +84,11 @@ class RegistrationResult:
     runner_up: float
     mirrored: bool
     settings: dict = field(default_factory=dict)
+    overlap: float = 1.0
 
     def record(self) -> dict:
         return {"score": self.score, "coarse_score": self.coarse_score, "runner_up": self.runner_up,
-                "mirrored": self.mirrored, "search": self.settings}
+                "mirrored": self.mirrored, "overlap": self.overlap, "search": self.settings}
 
 
 # --- preparing both sides -------------------------------------------------------------------
@@ -157,6 +163,33 @@ def _ncc(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
     return float((w * da * db).sum() / np.sqrt(va * vb))
 
 
+def overlap_discount(ncc, overlap):
+    """NCC over part of a map, discounted to the evidence it carries for the whole map.
+
+    A correlation over a share ``overlap`` of the map is worth as much as one of
+    ``tanh(atanh(ncc) * sqrt(overlap))`` over all of it (Fisher's z grows with the square
+    root of the sample size). Equal to ``ncc`` at full overlap, so every threshold keeps
+    its meaning; a partial overlap never scores higher than the same NCC over the whole map.
+    """
+    overlap = np.minimum(overlap, 1.0)
+    out = np.tanh(np.arctanh(np.clip(ncc, -0.999999, 0.999999)) * np.sqrt(np.maximum(overlap, 0.0)))
+    return np.where(overlap >= 1.0, ncc, out)
+
+
+def _score_inside(vol, val, wgt, pts, min_overlap: float) -> float:
+    """Weighted NCC of map values against ``vol`` at CT points (N, 3), on the points inside the volume.
+
+    Discounted by :func:`overlap_discount` for the share of the map's weight outside; -1
+    when less than ``min_overlap`` of it lies inside.
+    """
+    inside = np.all((pts >= -0.5) & (pts <= np.array(vol.shape) - 0.5), axis=1)
+    w = wgt * inside
+    share = w.sum() / max(wgt.sum(), 1e-12)
+    if share < min_overlap:
+        return -1.0
+    return float(overlap_discount(_ncc(val, ndimage.map_coordinates(vol, pts.T, order=1, mode="nearest"), w), share))
+
+
 # --- the global search ---------------------------------------------------------------------
 
 def _templates(mask, weight, *, px_per_sample: float, angles, mirror: bool):
@@ -188,14 +221,32 @@ def _templates(mask, weight, *, px_per_sample: float, angles, mirror: bool):
     return out, n
 
 
-def _masked_ncc_fft(planes_f, planes2_f, tpl_f, sup_f, n_sup, tss, shape, min_overlap):
-    """Masked NCC maps of one template against a batch of planes (Padfield's formulation)."""
-    num = sfft.irfft2(planes_f * tpl_f, s=shape, workers=-1)
-    s1 = sfft.irfft2(planes_f * sup_f, s=shape, workers=-1)
-    s2 = sfft.irfft2(planes2_f * sup_f, s=shape, workers=-1)
-    var = s2 - s1 * s1 / n_sup
-    ncc = num / np.sqrt(np.maximum(var, 1e-6) * tss)
-    ncc[var < min_overlap] = -1
+def _masked_ncc_fft(planes_f, planes2_f, valid_f, tpl, sup, shape, min_count, n_total):
+    """Masked NCC maps of one template against a batch of planes (Padfield 2012, both masks).
+
+    Only the overlap of the template's support with the planes' valid region counts, so a
+    template that sticks out of the planes is scored on the part inside. Shifts whose
+    overlap holds fewer than ``min_count`` template samples, or where the planes are
+    nearly uniform there, score -1; partial overlaps are discounted (:func:`overlap_discount`)
+    against ``n_total``, the template's whole support.
+    """
+    def corr(a_f, b):  # correlation = convolution with the flipped second argument
+        return sfft.irfft2(a_f * sfft.rfft2(b[::-1, ::-1], s=shape, workers=-1), s=shape, workers=-1)
+
+    n = corr(valid_f, sup)
+    st = corr(valid_f, tpl)
+    st2 = corr(valid_f, tpl * tpl)
+    tf = sfft.rfft2(tpl[::-1, ::-1], s=shape, workers=-1)
+    sf = sfft.rfft2(sup[::-1, ::-1], s=shape, workers=-1)
+    num = sfft.irfft2(planes_f * tf, s=shape, workers=-1)
+    s1 = sfft.irfft2(planes_f * sf, s=shape, workers=-1)
+    s2 = sfft.irfft2(planes2_f * sf, s=shape, workers=-1)
+    n_safe = np.maximum(n, 1.0)
+    var_p = s2 - s1 * s1 / n_safe
+    var_t = st2 - st * st / n_safe
+    ncc = (num - s1 * st / n_safe) / np.sqrt(np.maximum(var_p, 1e-6) * np.maximum(var_t, 1e-6))
+    ncc = overlap_discount(ncc, n / n_total)
+    ncc[np.broadcast_to((n < min_count) | (var_t < 0.02 * n_safe), ncc.shape) | (var_p < 0.02 * n_safe)] = -1
     return ncc
 
 
@@ -227,31 +278,25 @@ def coarse_search(planes: np.ndarray, depths: np.ndarray, mask, weight, *, scale
         shape = (ny + n, nx + n)
         pf = sfft.rfft2(planes, s=shape, workers=-1)
         pf2 = sfft.rfft2(planes * planes, s=shape, workers=-1)
+        valid_f = sfft.rfft2(np.ones((ny, nx), np.float32), s=shape, workers=-1)
         for a, (val, sup) in zip(angles, tpls):
             n_sup = sup.sum()
             if n_sup < 16:
                 continue
             t0 = (val - (val * sup).sum() / n_sup) * sup
-            tss = float((t0 * t0).sum())
-            if tss <= 0:
+            if float((t0 * t0).sum()) <= 0:
                 continue
-            # correlation = convolution with the flipped template
-            tf = sfft.rfft2(t0[::-1, ::-1], s=shape, workers=-1)
-            sf = sfft.rfft2(sup[::-1, ::-1], s=shape, workers=-1)
-            ncc = _masked_ncc_fft(pf, pf2, tf, sf, n_sup, tss, shape, min_overlap=0.02 * n_sup)
-            # output index k <-> template top-left at k - (n - 1); keep the full-overlap region
-            if ny >= n and nx >= n:
-                valid, off = ncc[:, n - 1:ny, n - 1:nx], n - 1
-            else:
-                valid, off = ncc, 0
-            best_per_depth = valid.reshape(len(depths), -1).max(axis=1)
+            ncc = _masked_ncc_fft(pf, pf2, valid_f, t0, sup, shape, min_count=config.min_overlap * n_sup,
+                                  n_total=n_sup)
+            # output index k <-> template top-left at k - (n - 1)
+            best_per_depth = ncc.reshape(len(depths), -1).max(axis=1)
             for dd in np.argsort(best_per_depth)[-3:]:
-                k = int(np.argmax(valid[dd]))
-                i, j = np.unravel_index(k, valid[dd].shape)
+                k = int(np.argmax(ncc[dd]))
+                i, j = np.unravel_index(k, ncc[dd].shape)
                 # template centre = top-left + (n - 1) / 2, in coarse samples -> voxels
-                cy = (i + off - (n - 1) + (n - 1) / 2) * f
-                cx = (j + off - (n - 1) + (n - 1) / 2) * f
-                peaks.append((float(valid[dd, i, j]), float(depths[dd]), float(a), mirror, cy, cx))
+                cy = (i - (n - 1) + (n - 1) / 2) * f
+                cx = (j - (n - 1) + (n - 1) / 2) * f
+                peaks.append((float(ncc[dd, i, j]), float(depths[dd]), float(a), mirror, cy, cx))
     peaks.sort(key=lambda p: -p[0])
     return peaks
 
@@ -311,9 +356,7 @@ def _refine(vol, mask, weight, params, *, shape, scale0, mirror, level_vox, conf
         if abs(p[6]) > lim or np.hypot(p[3], p[4]) > max_n:
             return 1.0
         t = _pose(p, shape, scale0, mirror, frame)
-        pts = t.apply(rr, cc)
-        ctv = ndimage.map_coordinates(sm, pts.T, order=1, mode="nearest")
-        return -_ncc(val, ctv, wgt)
+        return -_score_inside(sm, val, wgt, t.apply(rr, cc), config.min_overlap)
 
     scales = np.array([level_vox, level_vox, level_vox, 0.01 * level_vox, 0.01 * level_vox, 0.5 * level_vox, 0.01])
     res = optimize.minimize(lambda q: cost(params + q * scales), np.zeros(7), method="Powell",
@@ -418,7 +461,7 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
                 trial[3], trial[4] = np.tan(np.deg2rad(tilt)) * np.sin(np.deg2rad(az)), \
                     np.tan(np.deg2rad(tilt)) * np.cos(np.deg2rad(az))
                 t = _pose(trial, shape, scale, mirror, frame)
-                sc = _ncc(val, ndimage.map_coordinates(sm_c, t.apply(rr, cc).T, order=1, mode="nearest"), wgt)
+                sc = _score_inside(sm_c, val, wgt, t.apply(rr, cc), config.min_overlap)
                 if sc > best_s:
                     best_t, best_s = trial, sc
         params = best_t
@@ -440,8 +483,11 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
         runner_score = max(others)
     settings = {"coarse_vox": config.coarse_vox, "depth_step": config.depth_step, "angle_step": config.angle_step,
                 "max_tilt_deg": config.max_tilt_deg, "scale_range": config.scale_range,
-                "orientation": config.orientation}
-    result = RegistrationResult(transform, s, float(best[0]), float(runner_score), bool(mirror), settings)
+                "min_overlap": config.min_overlap, "orientation": config.orientation}
+    pts = transform.grid(shape).reshape(3, -1).T
+    inside = np.all((pts >= -0.5) & (pts <= np.array(ind.shape) - 0.5), axis=1)
+    overlap = float((weight.reshape(-1) * inside).sum() / max(weight.sum(), 1.0))
+    result = RegistrationResult(transform, s, float(best[0]), float(runner_score), bool(mirror), settings, overlap)
     if s < config.min_score:
         raise RegistrationError(f"best match is weak (NCC {s:.2f} < {config.min_score}): "
                                 "is this map from this sample?")
