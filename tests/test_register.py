@@ -151,3 +151,28 @@ def test_map_larger_than_the_ct_field(prepared, outside):
     with pytest.raises(RegistrationError):
         register_section(np.ascontiguousarray(s.ct()[:, :, int(pts[2].min() + 0.5 * np.ptp(pts[2])):]), ids,
                          scale=s.nominal_scale("s1"))
+
+
+def test_bse_fills_unclassified_pixels(prepared, small_sample):
+    """A map classified only in one corner: refused alone, registered with its BSE image."""
+    from mineral3d.register import bse_particles
+    s, ind = prepared
+    ids, truth, bse = s.section_map("s1"), s.truth_transform("s1"), s.section_bse("s1")
+    assert bse is not None
+    mask, agree = bse_particles(bse, ids)
+    assert mask is not None and agree > 0.95
+    h, w = ids.shape
+    partial = np.full_like(ids, 255)
+    partial[: h // 3, : w // 3] = ids[: h // 3, : w // 3]  # EDS classified one field only
+    with pytest.raises(RegistrationError, match="separate particle region"):
+        register_section(s.ct(), partial, scale=s.nominal_scale("s1"), indicator=ind)
+    r = register_section(s.ct(), partial, scale=s.nominal_scale("s1"), indicator=ind, bse=bse)
+    assert corner_error(r.transform, truth, ids.shape) <= 1.0
+    assert normal_error(r.transform, truth) <= 0.5
+    assert r.settings["bse"].startswith("fills")
+    # a BSE image of another section disagrees with the map and is not used
+    other = s.section_bse("s2")
+    m = min(other.shape[0], h), min(other.shape[1], w)
+    foreign = np.zeros_like(bse)
+    foreign[: m[0], : m[1]] = other[: m[0], : m[1]]
+    assert bse_particles(foreign, ids)[0] is None

@@ -216,6 +216,7 @@ def register(
     min_score: float = typer.Option(0.75, help="Smallest final NCC accepted."),
     min_ratio: float = typer.Option(2.0, help="Runner-up misfit (1 - NCC) over the best's must reach this."),
     min_anchors: int = typer.Option(3, help="Separate particle regions the map must show to fix the tilt."),
+    min_overlap: float = typer.Option(0.75, help="Share of the map that must lie inside the CT volume."),
 ) -> None:
     """Find where each mineral map lies in the CT volume (no manual input).
 
@@ -235,7 +236,7 @@ def register(
     if not names:
         raise InputError(s.root / "sample.toml", "the sample has no sections to register")
     config = RegisterConfig.for_orientation(orientation, min_score=min_score, min_ratio=min_ratio,
-                                            min_anchors=min_anchors)
+                                            min_anchors=min_anchors, min_overlap=min_overlap)
     ct = s.ct_array()
     failed = []
     with err.status("preparing the CT"):

@@ -4,12 +4,16 @@ Both modalities show particles against resin clearly, so registration matches th
 particle mask with a particle indicator derived from the CT grey values:
 
 1. CT indicator: grey values scaled between the two Otsu class means (resin -> 0,
-   particle -> 1, clipped), so that bright inclusions do not dominate.
+   particle -> 1, clipped), so that bright inclusions do not dominate. The map's
+   unclassified pixels count only where the section's BSE image (if given) says particle
+   or resin (:func:`bse_particles`).
 2. Global search at a coarse level (``coarse_vox`` voxels per sample): for candidate
    z-planes every ``depth_step`` voxels, every in-plane rotation (``angle_step`` degrees,
    0-360) and both handednesses (a map seen from below is mirrored), the masked normalised
-   cross-correlation (Padfield 2012) over all shifts by FFT. It cannot be trapped: every
-   depth, rotation and shift is scored.
+   cross-correlation (Padfield 2012, with both masks) over all shifts by FFT. It cannot be
+   trapped: every depth, rotation and shift is scored. A map may reach beyond the CT: only
+   the part inside counts, discounted by :func:`overlap_discount`, and at least
+   ``min_overlap`` of it must be inside.
 3. The best distinct peaks get a tilt grid (up to ``max_tilt_deg``) and a continuous
    refinement of all 7 parameters (centre, normal, rotation, scale) by Powell's method
    through a pyramid (coarse -> medium -> full resolution), with the map blurred and
@@ -105,11 +109,44 @@ def ct_indicator(ct: np.ndarray, *, seed: int = 0) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def map_layers(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Particle mask and weight (classified pixels) of a map, float32."""
+def bse_particles(bse: np.ndarray, ids: np.ndarray, *, min_agreement: float = 0.9) -> tuple[np.ndarray | None, float]:
+    """Particle pixels of a BSE image, checked against the map's classified pixels.
+
+    Resin (low mean atomic number) is dark in BSE, but so can a light phase be (LiAlO2), so
+    the grey threshold is learnt from the map: the BSE image (smoothed by 1 px) is split
+    where it best separates the map's resin pixels from its particle pixels (fewest
+    disagreeing classified pixels). Returns the bool mask and the share of classified pixels
+    on which it agrees with the map; the mask is None when that share is below
+    ``min_agreement`` (then the BSE image is not used).
+    """
+    sm = ndimage.gaussian_filter(np.asarray(bse, np.float32), 1.0)
+    classified = ids != UNCLASSIFIED
+    if not classified.any():
+        return None, 0.0
+    edges = np.linspace(sm.min(), sm.max() + 1e-6, 257)
+    is_particle = ids[classified] != RESIN
+    h_par = np.histogram(sm[classified][is_particle], edges)[0]
+    h_res = np.histogram(sm[classified][~is_particle], edges)[0]
+    # threshold at edge k: particles below it and resin above it disagree
+    wrong = np.concatenate([[0], np.cumsum(h_par)]) + (h_res.sum() - np.concatenate([[0], np.cumsum(h_res)]))
+    particles = sm >= edges[int(np.argmin(wrong))]
+    agree = float((particles == (ids != RESIN))[classified].mean())
+    return (particles if agree >= min_agreement else None), agree
+
+
+def map_layers(ids: np.ndarray, bse_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Particle mask and weight of a map, float32.
+
+    Unclassified pixels get zero weight, unless ``bse_mask`` (particle pixels of the BSE
+    image, :func:`bse_particles`) says what they are: then they count with its value.
+    """
     ids = np.asarray(ids)
     weight = (ids != UNCLASSIFIED).astype(np.float32)
     mask = ((ids != RESIN) & (ids != UNCLASSIFIED)).astype(np.float32)
+    if bse_mask is not None:
+        unclassified = ids == UNCLASSIFIED
+        mask[unclassified] = bse_mask[unclassified]
+        weight[:] = 1.0
     return mask, weight
 
 
@@ -130,14 +167,15 @@ def _level_map(mask, weight, factor_px: float, sigma_px: float):
 def particle_anchors(ids: np.ndarray, *, min_area: float = 0.005) -> tuple[int, float]:
     """Separate particle regions of a map that can anchor a plane, and how far they spread.
 
-    Returns the number of 8-connected non-resin regions covering at least ``min_area`` of the
-    map, and the smallest standard deviation of their centroids (over the principal axes)
-    relative to sqrt(map area): 0 when fewer than three or when they lie on a line.
+    ``ids`` is a phase-id map, or a bool particle mask. Returns the number of 8-connected
+    particle regions covering at least ``min_area`` of the map, and the smallest standard
+    deviation of their centroids (over the principal axes) relative to sqrt(map area): 0 when
+    fewer than three or when they lie on a line.
     """
     import cc3d
 
-    lab = cc3d.connected_components(((ids != RESIN) & (ids != UNCLASSIFIED))[None].astype(np.uint8),
-                                    connectivity=26)[0]
+    particles = ids if ids.dtype == bool else (ids != RESIN) & (ids != UNCLASSIFIED)
+    lab = cc3d.connected_components(particles[None].astype(np.uint8), connectivity=26)[0]
     sizes = np.bincount(lab.ravel())
     big = np.flatnonzero(sizes[1:] >= min_area * ids.size) + 1
     if len(big) < 3:
@@ -365,11 +403,12 @@ def _refine(vol, mask, weight, params, *, shape, scale0, mirror, level_vox, conf
 
 
 def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: RegisterConfig = RegisterConfig(),
-                     indicator: np.ndarray | None = None) -> RegistrationResult:
+                     indicator: np.ndarray | None = None, bse: np.ndarray | None = None) -> RegistrationResult:
     """Find the plane of a mineral map in a CT volume.
 
-    Only the map's particle outlines (non-resin vs resin) are matched; a section's BSE
-    image is not used (it is read and checked with the sample, nothing more).
+    The map's particle outlines (particle vs resin) are matched. Where the map is
+    unclassified, the section's BSE image (when given and when it agrees with the map's
+    classified pixels, :func:`bse_particles`) says particle or resin.
 
     Parameters
     ----------
@@ -382,6 +421,8 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
         searched within ``config.scale_range`` of it.
     config : RegisterConfig
     indicator : precomputed :func:`ct_indicator` (to register several maps against one CT).
+    bse : (H, W) ndarray, optional
+        The section's BSE image on the map's pixel grid.
 
     Raises
     ------
@@ -391,10 +432,15 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
     if config.orientation not in ("near-z", "any"):
         raise InputError("--orientation", f"must be near-z or any, got {config.orientation!r}")
     ind = ct_indicator(ct) if indicator is None else indicator
-    mask, weight = map_layers(ids)
+    bse_mask, bse_note = None, "not given"
+    if bse is not None:
+        bse_mask, agree = bse_particles(bse, ids)
+        bse_note = (f"fills {np.mean(ids == UNCLASSIFIED):.1%} unclassified pixels" if bse_mask is not None else
+                    f"not used: its particle/resin split agrees with the map on {agree:.1%} of classified pixels")
+    mask, weight = map_layers(ids, bse_mask)
     if mask.sum() < 0.005 * mask.size or mask.sum() > 0.995 * weight.sum():
         raise RegistrationError("the map shows no particle/resin outlines to register")
-    anchors, spread = particle_anchors(ids, min_area=config.min_anchor_area)
+    anchors, spread = particle_anchors(ids if bse_mask is None else mask > 0.5, min_area=config.min_anchor_area)
     if anchors < config.min_anchors or spread < config.min_anchor_spread:
         raise RegistrationError(f"the map shows {anchors} separate particle region(s) of at least "
                                 f"{config.min_anchor_area:.1%} of its area; {config.min_anchors} not on one line are "
@@ -483,7 +529,7 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
         runner_score = max(others)
     settings = {"coarse_vox": config.coarse_vox, "depth_step": config.depth_step, "angle_step": config.angle_step,
                 "max_tilt_deg": config.max_tilt_deg, "scale_range": config.scale_range,
-                "min_overlap": config.min_overlap, "orientation": config.orientation}
+                "min_overlap": config.min_overlap, "orientation": config.orientation, "bse": bse_note}
     pts = transform.grid(shape).reshape(3, -1).T
     inside = np.all((pts >= -0.5) & (pts <= np.array(ind.shape) - 0.5), axis=1)
     overlap = float((weight.reshape(-1) * inside).sum() / max(weight.sum(), 1.0))

@@ -25,7 +25,8 @@ def register_and_write(sample: Sample, name: str, out_dir: Path, *, config: Regi
     from mineral3d.plane import sample_plane
 
     ids = sample.section_map(name)
-    r = register_section(ct, ids, scale=sample.nominal_scale(name), config=config, indicator=indicator)
+    r = register_section(ct, ids, scale=sample.nominal_scale(name), config=config, indicator=indicator,
+                         bse=sample.section_bse(name))
     out_dir.mkdir(parents=True, exist_ok=True)
     img = registration_overlay(sample_plane(ct, r.transform, ids.shape), ids, sample.phase_table)
     with atomic_file(out_dir / f"{name}_overlay.png") as tmp:

@@ -31,6 +31,7 @@ class RegisterSettings:
     min_score: float = 0.75
     min_ratio: float = 2.0
     min_anchors: int = 3
+    min_overlap: float = 0.75
 
 
 @dataclass(frozen=True)

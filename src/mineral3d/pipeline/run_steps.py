@@ -72,7 +72,7 @@ def step_register(ctx) -> None:
 
     s, cfg = ctx.sample, ctx.config.register
     config = RegisterConfig.for_orientation(cfg.orientation, min_score=cfg.min_score, min_ratio=cfg.min_ratio,
-                                            min_anchors=cfg.min_anchors)
+                                            min_anchors=cfg.min_anchors, min_overlap=cfg.min_overlap)
     n = len(s.config.sections)
     ct = s.ct_array() if n else None  # a sample without sections (apply) needs no CT here
     ind = ct_indicator(ct) if n else None
