@@ -1,0 +1,186 @@
+"""Commands of the phase path: register the sections, train a phase model, segment a volume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mineral3d.cli.app import SCHEDULER_OPTION, WORKERS_OPTION, StageProgress, err, out, parse_ints, progress_bars
+from mineral3d.cli.particles import separate_and_write
+from mineral3d.errors import InputError
+
+
+def register(
+    sample: Path = typer.Argument(..., help="Sample folder (or its sample.toml)."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder for <section>.json and <section>_overlay.png."),
+    section: Optional[str] = typer.Option(None, help="Register only this section [default: all]."),
+    orientation: str = typer.Option("near-z", help="near-z (tilts up to 10 degrees) or any."),
+    min_score: float = typer.Option(0.75, help="Smallest final NCC accepted."),
+    min_ratio: float = typer.Option(2.0, help="Runner-up misfit (1 - NCC) over the best's must reach this."),
+    min_anchors: int = typer.Option(3, help="Separate particle regions the map must show to fix the tilt."),
+    min_overlap: float = typer.Option(0.75, help="Share of the map that must lie inside the CT volume."),
+) -> None:
+    """Find where each mineral map lies in the CT volume (no manual input).
+
+    Exits with code 3, writing no transform for it, when a section cannot be registered
+    with confidence (a map from another sample, a map without particle outlines).
+    """
+    from mineral3d.io import open_sample
+    from mineral3d.pipeline.registration import register_and_write
+    from mineral3d.register import RegisterConfig, RegistrationError, ct_indicator
+
+    if orientation not in ("near-z", "any"):
+        raise InputError("--orientation", f"must be near-z or any, got {orientation!r}")
+    s = open_sample(sample)
+    names = [section] if section else [c.name for c in s.config.sections]
+    for name in names:
+        s.config.section(name)  # unknown names fail before any work
+    if not names:
+        raise InputError(s.root / "sample.toml", "the sample has no sections to register")
+    config = RegisterConfig.for_orientation(orientation, min_score=min_score, min_ratio=min_ratio,
+                                            min_anchors=min_anchors, min_overlap=min_overlap)
+    ct = s.ct_array()
+    failed = []
+    with err.status("preparing the CT"):
+        ind = ct_indicator(ct)
+    for name in names:
+        with err.status(f"registering {name}"):
+            try:
+                r = register_and_write(s, name, out_dir, config=config, ct=ct, indicator=ind)
+            except RegistrationError as exc:
+                failed.append(f"{name}: {exc}")
+                err.print(f"[red]{name}: not registered[/]: {exc}")
+                stale = out_dir / f"{name}.json"
+                if stale.exists():
+                    stale.unlink()
+                continue
+        t = r.transform
+        out.print(f"{name}: score {r.score:.3f} (runner-up {r.runner_up:.3f}), tilt {t.tilt_deg:.2f} deg, "
+                  f"scale {t.scale / s.nominal_scale(name):.4f} x nominal{', mirrored' if r.mirrored else ''}")
+    if failed:
+        raise RegistrationError("; ".join(failed))
+
+
+def train(
+    sample: Path = typer.Argument(..., help="Sample folder (or its sample.toml)."),
+    registration: Path = typer.Option(..., help="Folder written by `mineral3d register`."),
+    out_dir: Path = typer.Option(..., "--out", help="Model folder to write."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    iterations: int = typer.Option(1200, help="Training iterations (batches of 2 patches)."),
+    seed: int = typer.Option(0, help="Random seed: the same seed gives the same model."),
+    sections: Optional[str] = typer.Option(None, help="Comma-separated sections to learn from [default: the "
+                                                      "train-role sections]."),
+    features: Optional[str] = typer.Option(None, help="U-Net channels, 6 integers [default: 8,8,16,32,64,8]."),
+    precision: str = typer.Option("auto", help="auto (bf16 on a GPU that has it, fp32 on CPU: reproducible), "
+                                               "fp32 or bf16."),
+    class_weight: Optional[float] = typer.Option(None, help="Loss weight of a phase ∝ its labelled voxel count "
+                                                 "to the power -W (0: none, 1: every phase equal in total) "
+                                                 "[default: 0.75, see docs/phases.md]."),
+    no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Keep the network's own phase balance instead "
+                                                                    "of matching the sections' area fractions."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing model folder."),
+) -> None:
+    """Train a 3D phase CNN on the registered sections (loss only on the voxels they label).
+
+    Checkpoints go beside the model folder; rerunning an interrupted command resumes.
+    """
+    from mineral3d.io import open_sample
+    from mineral3d.nn import NetworkConfig, TrainConfig, save_model
+    from mineral3d.pipeline.phases import material_classes, section_labels, train_phase_model
+
+    if out_dir.exists() and not force:
+        raise InputError(out_dir, "already exists (use --force to replace it)")
+    s = open_sample(sample)
+    names = [n.strip() for n in sections.split(",")] if sections else None
+    for n in names or []:
+        s.config.section(n)
+    labels, used = section_labels(s, registration, sections=names)
+    from mineral3d.pipeline.phases import section_area_fractions
+
+    fractions = None if no_calibrate else section_area_fractions(s, registration, used,
+                                                                 material_classes(s.phase_table))
+    config = TrainConfig(iterations=iterations, seed=seed, precision=precision,
+                         **({} if class_weight is None else {"class_weight": class_weight}))
+    net = NetworkConfig(out_channels=len(material_classes(s.phase_table)),
+                        **({"features": parse_ints(features, "--features")} if features else {}))
+    ckpt = out_dir.parent / f".{out_dir.name}.checkpoint.pt"
+    out.print(f"training on {len(labels)} labelled voxels of sections {', '.join(used)}: "
+              + ", ".join(f"{s.phase_table.name_of(k)} {v}" for k, v in sorted(labels.counts().items())))
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TextColumn("eta"),
+                  TimeRemainingColumn(), console=err, disable=not err.is_terminal) as p:
+        task = p.add_task("training", total=iterations, loss=float("nan"))
+        model = train_phase_model(s.ct_array(), labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
+                                  network=net, config=config, device=device, checkpoint=ckpt,
+                                  progress=lambda i, n, loss: p.update(task, completed=i, loss=loss),
+                                  info={"sample": str(s.root), "sections": used}, area_fractions=fractions)
+    save_model(out_dir, model, overwrite=force)
+    rec = model.info["record"]
+    out.print(f"wrote {out_dir}: {rec['iterations']} iterations in {rec['seconds']:.0f} s, "
+              f"final loss {rec['final_loss']:.4f}"
+              + (f" (resumed at {rec['resumed_at']})" if rec["resumed_at"] else ""))
+
+
+def _open_input(path: Path, voxel_um: float | None):
+    """(volume, voxel size, phase table or None, sample or None) of a sample folder or a CT file."""
+    from mineral3d.io import open_sample
+    from mineral3d.io.volumes import open_volume
+
+    if path.is_dir() and (path / "sample.toml").exists() or path.suffix == ".toml":
+        s = open_sample(path)
+        vol, _ = open_volume(s.config.ct)
+        return vol, s.voxel_size_um, s.phase_table, s
+    vol, voxel = open_volume(path)
+    voxel = voxel_um or voxel
+    if not voxel or voxel <= 0:
+        raise InputError(path, "no voxel size recorded: give --voxel-um")
+    return vol, voxel, None, None
+
+
+def segment(
+    source: Path = typer.Argument(..., metavar="CT_OR_SAMPLE", help="Sample folder, or a CT volume (TIFF, "
+                                                                    "slice folder or Zarr)."),
+    model_dir: Path = typer.Option(..., "--model", help="Model folder written by `mineral3d train`."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder: OUT/segmentation.zarr is written."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Also write class probabilities."),
+    allow_resample: bool = typer.Option(False, "--allow-resample", help="Apply a model trained at another voxel "
+                                                                        "size by resampling each block."),
+    voxel_um: Optional[float] = typer.Option(None, help="Voxel size, µm, of a CT file that does not record it."),
+    block: str = typer.Option("128,256,256", help="Block shape (z,y,x) processed at a time, voxels."),
+    precision: str = typer.Option("auto", help="auto, fp32 or bf16."),
+    particles: bool = typer.Option(False, "--particles", help="Also separate individual particles (array "
+                                                              "particles)."),
+    min_diameter_um: Optional[float] = typer.Option(None, help="Smallest particle diameter, µm [default: the "
+                                                               "sample's lower sieve bound, else 8 voxels]."),
+    scheduler: Optional[str] = SCHEDULER_OPTION,
+    workers: Optional[int] = WORKERS_OPTION,
+) -> None:
+    """Segment mineral phases (and particles) in a whole volume, block by block, into Zarr."""
+    from mineral3d.nn import load_model
+    from mineral3d.nn.infer import InferConfig
+    from mineral3d.pipeline.phases import check_model, segment_phases
+
+    model = load_model(model_dir)
+    vol, voxel, table, sample = _open_input(source, voxel_um)
+    zoom = check_model(model, voxel_size_um=voxel, phase_table=table, allow_resample=allow_resample,
+                       source=str(source), ct=vol)
+    config = InferConfig(block=parse_ints(block, "--block"), precision=precision)
+    from mineral3d.cluster import open_scheduler
+
+    ct_path = sample.config.ct if sample is not None else source
+    with open_scheduler(scheduler, workers) as sched:
+        with progress_bars() as p:
+            prog = StageProgress(p)
+            r = segment_phases(vol, voxel_size_um=voxel, model=model, out=out_dir / "segmentation.zarr",
+                               config=config, device=device, probabilities=probabilities, zoom=zoom,
+                               progress=lambda d, n: prog("segmenting blocks", d, n), scheduler=sched,
+                               volume_path=ct_path)
+        out.print(f"wrote {r.path}/phases ({r.blocks} blocks" + (f", {r.resumed_blocks} resumed"
+                                                                 if r.resumed_blocks else "")
+                  + (f", resampled x{zoom:.3f}" if zoom != 1 else "") + ")")
+        if particles:
+            separate_and_write(r.path, voxel, sample.config.sieve_um if sample else None, min_diameter_um, 0.7, sched)
