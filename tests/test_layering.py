@@ -61,3 +61,9 @@ def test_measure_nn_and_phantom_do_not_import_each_other():
     bad = [f"{a} imports {b}" for a, b, _ in imports()
            if layer(a) == layer(b) == 1 and a.split(".")[1] != b.split(".")[1]]
     assert not bad, "\n".join(bad)
+
+
+def test_cli_modules_stay_thin():
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (SRC / "mineral3d" / "cli").glob("*.py")}
+    assert len(sizes) >= 5
+    assert max(sizes.values()) <= 300, sizes

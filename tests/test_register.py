@@ -176,3 +176,19 @@ def test_bse_fills_unclassified_pixels(prepared, small_sample):
     foreign = np.zeros_like(bse)
     foreign[: m[0], : m[1]] = other[: m[0], : m[1]]
     assert bse_particles(foreign, ids)[0] is None
+
+
+def test_cli_and_run_share_the_registration_record(sample_copy, tmp_path, capsys):
+    """`mineral3d register` writes the same registration.json entries as the run's step, merged per call."""
+    from mineral3d.cli import main
+    from mineral3d.io.atomic import read_json
+    out = tmp_path / "reg"
+    for name in ("s1", "s2"):
+        with pytest.raises(SystemExit) as exc:
+            main(["register", str(sample_copy), "--out", str(out), "--section", name])
+        assert exc.value.code in (0, None), capsys.readouterr().err
+    rec = read_json(out / "registration.json")["sections"]
+    assert sorted(rec) == ["s1", "s2"]
+    assert rec["s1"]["registered"] and set(rec["s1"]) == {"role", "registered", "score", "runner_up", "tilt_deg",
+                                                           "mirrored"}
+    assert rec["s1"]["score"] == pytest.approx(read_transform(out / "s1.json")[1]["score"])

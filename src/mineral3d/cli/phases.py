@@ -29,8 +29,9 @@ def register(
     with confidence (a map from another sample, a map without particle outlines).
     """
     from mineral3d.io import open_sample
-    from mineral3d.pipeline.registration import register_and_write
-    from mineral3d.register import RegisterConfig, RegistrationError, ct_indicator
+    from mineral3d.io.atomic import read_json, write_json
+    from mineral3d.pipeline.registration import register_sections
+    from mineral3d.register import RegisterConfig, RegistrationError
 
     if orientation not in ("near-z", "any"):
         raise InputError("--orientation", f"must be near-z or any, got {orientation!r}")
@@ -42,21 +43,20 @@ def register(
         raise InputError(s.root / "sample.toml", "the sample has no sections to register")
     config = RegisterConfig.for_orientation(orientation, min_score=min_score, min_ratio=min_ratio,
                                             min_anchors=min_anchors, min_overlap=min_overlap)
-    ct = s.ct_array()
+    with err.status("registering " + ", ".join(names)):
+        record, results = register_sections(s, out_dir, config, names=names)
+    # registration.json: this call's sections updated in the folder's record (the same file `run` writes)
+    index = out_dir / "registration.json"
+    merged = read_json(index) if index.exists() else {"sections": {}}
+    merged["sections"].update(record["sections"])
+    write_json(index, merged)
     failed = []
-    with err.status("preparing the CT"):
-        ind = ct_indicator(ct)
-    for name in names:
-        with err.status(f"registering {name}"):
-            try:
-                r = register_and_write(s, name, out_dir, config=config, ct=ct, indicator=ind)
-            except RegistrationError as exc:
-                failed.append(f"{name}: {exc}")
-                err.print(f"[red]{name}: not registered[/]: {exc}")
-                stale = out_dir / f"{name}.json"
-                if stale.exists():
-                    stale.unlink()
-                continue
+    for name, rec in record["sections"].items():
+        if not rec["registered"]:
+            failed.append(f"{name}: {rec['reason']}")
+            err.print(f"[red]{name}: not registered[/]: {rec['reason']}")
+            continue
+        r = results[name]
         t = r.transform
         out.print(f"{name}: score {r.score:.3f} (runner-up {r.runner_up:.3f}), tilt {t.tilt_deg:.2f} deg, "
                   f"scale {t.scale / s.nominal_scale(name):.4f} x nominal{', mirrored' if r.mirrored else ''}")

@@ -1,4 +1,6 @@
-"""Registration step with files: one section's transform JSON and overlay PNG."""
+"""Registration with files: each section's transform JSON and overlay PNG, and ``registration.json``.
+
+The one implementation behind ``mineral3d register`` and the ``register`` step of ``run``."""
 
 from __future__ import annotations
 
@@ -33,3 +35,46 @@ def register_and_write(sample: Sample, name: str, out_dir: Path, *, config: Regi
         matplotlib.image.imsave(tmp, img, format="png")
     write_transform(out_dir / f"{name}.json", name, r.transform, **r.record())
     return r
+
+
+def register_sections(sample: Sample, out_dir: Path, config: RegisterConfig, *, names: list[str] | None = None,
+                      ct: np.ndarray | None = None, progress=None,
+                      log=None) -> tuple[dict, dict[str, RegistrationResult]]:
+    """Register sections ``names`` (default: all) of ``sample`` into ``out_dir``.
+
+    Writes ``<name>.json`` and ``<name>_overlay.png`` for each registered section; a
+    section that cannot be registered writes nothing (a stale ``<name>.json`` is removed)
+    and its reason goes into the record. Returns the record for ``registration.json``
+    (``{"sections": {name: {"role", "registered", ...}}}``) and the results by name.
+    ``progress(stage, done, total)`` and ``log(line)`` are optional callbacks.
+    """
+    from mineral3d.register import RegistrationError, ct_indicator
+
+    names = [c.name for c in sample.config.sections] if names is None else list(names)
+    n = len(names)
+    if n and ct is None:
+        ct = sample.ct_array()
+    ind = ct_indicator(ct) if n else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record: dict = {"sections": {}}
+    results: dict[str, RegistrationResult] = {}
+    for i, name in enumerate(names):
+        role = sample.config.section(name).role
+        if progress:
+            progress("registering sections", i, n)
+        try:
+            r = register_and_write(sample, name, out_dir, config=config, ct=ct, indicator=ind)
+        except RegistrationError as exc:
+            record["sections"][name] = {"role": role, "registered": False, "reason": str(exc)}
+            stale = out_dir / f"{name}.json"
+            if stale.exists():
+                stale.unlink()
+            if log:
+                log(f"  {name}: not registered: {exc}")
+            continue
+        results[name] = r
+        record["sections"][name] = {"role": role, "registered": True, "score": r.score, "runner_up": r.runner_up,
+                                    "tilt_deg": r.transform.tilt_deg, "mirrored": r.mirrored}
+    if progress:
+        progress("registering sections", n, n)
+    return record, results

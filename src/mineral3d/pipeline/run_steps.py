@@ -67,32 +67,15 @@ SPEC = {
 
 
 def step_register(ctx) -> None:
-    from mineral3d.pipeline.registration import register_and_write
-    from mineral3d.register import RegisterConfig, RegistrationError, ct_indicator
+    from mineral3d.pipeline.registration import register_sections
+    from mineral3d.register import RegisterConfig
 
-    s, cfg = ctx.sample, ctx.config.register
+    cfg = ctx.config.register
     config = RegisterConfig.for_orientation(cfg.orientation, min_score=cfg.min_score, min_ratio=cfg.min_ratio,
                                             min_anchors=cfg.min_anchors, min_overlap=cfg.min_overlap)
-    n = len(s.config.sections)
-    ct = s.ct_array() if n else None  # a sample without sections (apply) needs no CT here
-    ind = ct_indicator(ct) if n else None
-    record = {"sections": {}}
     with atomic_dir(_reg(ctx), overwrite=True) as tmp:
-        for i, c in enumerate(s.config.sections):
-            if ctx.progress:
-                ctx.progress("registering sections", i, n)
-            try:
-                r = register_and_write(s, c.name, tmp, config=config, ct=ct, indicator=ind)
-            except RegistrationError as exc:
-                record["sections"][c.name] = {"role": c.role, "registered": False, "reason": str(exc)}
-                ctx.log(f"  {c.name}: not registered: {exc}")
-                continue
-            record["sections"][c.name] = {"role": c.role, "registered": True, "score": r.score,
-                                          "runner_up": r.runner_up, "tilt_deg": r.transform.tilt_deg,
-                                          "mirrored": r.mirrored}
+        record, _ = register_sections(ctx.sample, tmp, config, progress=ctx.progress, log=ctx.log)
         write_json(tmp / "registration.json", record)
-    if ctx.progress:
-        ctx.progress("registering sections", n, n)
 
 
 def _registered(ctx, role: str) -> list[str]:
