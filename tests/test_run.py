@@ -34,6 +34,14 @@ def test_run_writes_every_output(full_run):
                  "validation.json", "summary.json", "report.html", "config.json", "run.json", "kernel/status.json",
                  "grades/trust.json", "grades/calibration.json", "grades/section_pairs.csv"):
         assert (full_run / name).exists(), name
+    from mineral3d.io.layout import RunLayout
+    from mineral3d.pipeline.run import STEPS
+    layout = RunLayout(full_run)
+    assert all(layout.done(step) for step in STEPS)  # the layout's markers are the files the steps write
+    assert {layout.marker(s).relative_to(full_run).as_posix() for s in STEPS} <= {
+        "registration/registration.json", "model/model.json", "segmentation.zarr/phases/zarr.json",
+        "segmentation.zarr/particles/zarr.json", "grades/trust.json", "summary.json", "kernel/status.json",
+        "validation.json", "report.html"}
     status = json.loads((full_run / "kernel" / "status.json").read_text())
     inside = json.loads((full_run / "summary.json").read_text())["particles_inside"]
     # a kernel needs at least 10 whole particles (pipeline.kernel): the status says so, with a note, or the

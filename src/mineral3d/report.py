@@ -23,6 +23,7 @@ from jinja2 import Environment  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from mineral3d.intensity import random_voxels  # noqa: E402
+from mineral3d.io.layout import RunLayout  # noqa: E402
 from mineral3d.io.sample import Sample  # noqa: E402
 
 METHOD_LABEL = {"3d": "3D (particles)", "2d-virtual": "2D virtual sections", "2d-map": "2D SEM-EDS maps"}
@@ -401,21 +402,21 @@ def build_report(out: str | Path, sample: Sample) -> str:
     import mineral3d
 
     out = Path(out)
-    summary = json.loads((out / "summary.json").read_text())
-    val = json.loads((out / "validation.json").read_text()) if (out / "validation.json").exists() else {}
-    run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
-    particles = pd.read_csv(out / "particles.csv")
-    lib = pd.read_csv(out / "liberation.csv", dtype={"grade_class": str})
-    curves = pd.read_csv(out / "liberation_curves.csv")
-    gr = pd.read_csv(out / "grade_recovery.csv")
+    layout = RunLayout(out)
+    summary = json.loads(layout.summary.read_text())
+    val = json.loads(layout.validation.read_text()) if layout.validation.exists() else {}
+    run = json.loads(layout.run_record.read_text()) if layout.run_record.exists() else {}
+    particles = pd.read_csv(layout.particles_csv)
+    lib = pd.read_csv(layout.liberation_csv, dtype={"grade_class": str})
+    curves = pd.read_csv(layout.liberation_curves)
+    gr = pd.read_csv(layout.grade_recovery)
     target = summary["target_phase"]
-    seg = out / "segmentation.zarr"
-    phases = zarr.open_array(store=str(seg / "phases"), mode="r")
-    parts = zarr.open_array(store=str(seg / "particles"), mode="r") if (seg / "particles").exists() else None
+    phases = zarr.open_array(store=str(layout.phases), mode="r")
+    parts = zarr.open_array(store=str(layout.particle_labels), mode="r") if layout.particle_labels.exists() else None
     ct = sample.ct()
     figures = []
-    regdir = out / "registration"
-    reg = json.loads((regdir / "registration.json").read_text()) if (regdir / "registration.json").exists() else {}
+    regdir = layout.registration
+    reg = json.loads(layout.registration_record.read_text()) if layout.registration_record.exists() else {}
     overlays = sorted(regdir.glob("*_overlay.png")) if regdir.exists() else []
     if reg or overlays:
         rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{r['role']}</td><td>"
@@ -477,10 +478,10 @@ def build_report(out: str | Path, sample: Sample) -> str:
             figures.append({"title": "Typical particles in 3D", "images": [img],
                             "caption": "Surface renderings (marching cubes) of particles of median volume that lie "
                                        "inside the volume, coloured by phase."})
-    corr_path = out / "kernel" / "corrected.json"
+    corr_path = layout.corrected
     if corr_path.is_file():
         corr = json.loads(corr_path.read_text())
-        status_path = out / "kernel" / "status.json"
+        status_path = layout.kernel_status
         status = json.loads(status_path.read_text()) if status_path.is_file() else {}
         prov = corr.get("kernel", {})
         figures.append({"title": "2D liberation corrected to 3D", "images": [fig_correction(corr, summary, target)],

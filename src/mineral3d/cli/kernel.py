@@ -26,6 +26,7 @@ def kernel_cmd(
 
     from mineral3d.io import open_sample
     from mineral3d.io.atomic import read_json
+    from mineral3d.io.layout import RunLayout, is_zarr
     from mineral3d.io.volumes import read_any_volume
     from mineral3d.measure.particles import particle_table
     from mineral3d.phases import PhaseTable
@@ -34,19 +35,18 @@ def kernel_cmd(
 
     s = open_sample(sample) if sample is not None else None
     if run_out is not None:
-        group = run_out / "segmentation.zarr"
-        for name in ("phases", "particles"):
-            if not (group / name / "zarr.json").exists():
-                raise InputError(group / name, "not found: give a run/apply output folder")
-        summary = read_json(run_out / "summary.json")
-        ph = zarr.open_array(store=str(group / "phases"), mode="r")[...]
-        lab = zarr.open_array(store=str(group / "particles"), mode="r")[...]
+        layout = RunLayout(run_out)
+        group = layout.segmentation
+        for path in (layout.phases, layout.particle_labels):
+            if not is_zarr(path):
+                raise InputError(path, "not found: give a run/apply output folder")
+        summary = read_json(layout.summary)
+        ph = zarr.open_array(store=str(layout.phases), mode="r")[...]
+        lab = zarr.open_array(store=str(layout.particle_labels), mode="r")[...]
         if s is not None:
             table = s.phase_table
         else:
-            from mineral3d.pipeline.run import SAMPLE_RECORD
-
-            record = run_out / SAMPLE_RECORD
+            record = layout.sample_record
             text = (read_json(record).get("phase_table") if record.is_file() else None) or \
                 zarr.open_group(store=str(group), mode="r").attrs.get("mineral3d", {}).get("phase_table")
             if not text:
@@ -58,9 +58,9 @@ def kernel_cmd(
         import pandas as pd
 
         try:
-            parts = pd.read_csv(run_out / "particles.csv")
+            parts = pd.read_csv(layout.particles_csv)
         except FileNotFoundError:
-            raise InputError(run_out / "particles.csv", "file not found: run the measure step first") from None
+            raise InputError(layout.particles_csv, "file not found: run the measure step first") from None
         source = str(run_out)
     else:
         if phases is None or particles is None or s is None:

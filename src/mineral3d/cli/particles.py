@@ -48,9 +48,10 @@ def particles(
     if (source / "phases" / "zarr.json").exists():
         voxel = float(zarr.open_array(store=str(source / "phases"), mode="r").attrs.get("voxel_size_um") or 0)
         sieve = None
-        from mineral3d.pipeline.run import SAMPLE_RECORD, recorded_sample
+        from mineral3d.io.layout import RunLayout
+        from mineral3d.pipeline.run import recorded_sample
 
-        if sample is None and (source.parent / SAMPLE_RECORD).is_file():  # a run's own segmentation
+        if sample is None and RunLayout(source.parent).sample_record.is_file():  # a run's own segmentation
             sample = recorded_sample(source.parent, need="the particle size").root
         if sample is not None:
             s = open_sample(sample)

@@ -158,13 +158,15 @@ def report_cmd(
 ) -> None:
     """(Re)build OUT/report.html from a run's outputs."""
     from mineral3d.io import atomic_file, open_sample
+    from mineral3d.io.layout import RunLayout
     from mineral3d.pipeline.run import recorded_sample
     from mineral3d.report import build_report
 
-    if not (out_dir / "summary.json").exists():
-        raise InputError(out_dir / "summary.json", "file not found: run `mineral3d run` first")
+    layout = RunLayout(out_dir)
+    if not layout.done("measure"):
+        raise InputError(layout.summary, "file not found: run `mineral3d run` first")
     s = open_sample(sample) if sample is not None else recorded_sample(out_dir, need="the report")
     html_text = build_report(out_dir, s)
-    with atomic_file(out_dir / "report.html") as tmp:
+    with atomic_file(layout.report) as tmp:
         tmp.write_text(html_text, encoding="utf-8")
-    out.print(f"wrote {out_dir / 'report.html'}")
+    out.print(f"wrote {layout.report}")

@@ -22,6 +22,7 @@ import pandas as pd
 
 from mineral3d.errors import InputError
 from mineral3d.io.atomic import atomic_file, write_json
+from mineral3d.io.layout import RunLayout
 from mineral3d.measure import liberation as lib
 from mineral3d.measure.grades import GradeCalibration, add_grade_columns, calibrated_population
 from mineral3d.measure.particles import particle_table
@@ -171,14 +172,14 @@ def write_measurements(out_dir: str | Path, result: dict, config: MeasureConfig,
     """Write the outputs of :func:`measure`; ``summary.json`` comes last and marks completion."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    done = out / "summary.json"
+    done = RunLayout(out).summary
     if done.exists():
         done.unlink()  # a rerun invalidates the old summary first
     for name, frame in (("particles", result["particles"]), ("liberation", result["liberation"]),
                         ("liberation_curves", result["curves"]), ("grade_recovery", result["grade_recovery"])):
         with atomic_file(out / f"{name}.csv") as tmp:
             frame.to_csv(tmp, index=False)
-    with atomic_file(out / "particles.parquet") as tmp:
+    with atomic_file(RunLayout(out).particles_parquet) as tmp:
         result["particles"].to_parquet(tmp, index=False)
     write_json(out / "measure_config.json", {**asdict(config), "section_step_used": result["step"], **inputs})
     write_json(done, result["summary"])

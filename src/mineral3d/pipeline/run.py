@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mineral3d.errors import InputError, OutOfMemory
 from mineral3d.io.atomic import read_json, write_json
+from mineral3d.io.layout import RunLayout
 from mineral3d.io.sample import Sample, open_sample
 
 
@@ -174,6 +175,11 @@ class RunContext:
     scheduler: object = None
     """Where volume steps run (:mod:`mineral3d.cluster`); results do not depend on it, so it is no step setting."""
 
+    @property
+    def layout(self) -> RunLayout:
+        """The paths of this run's outputs."""
+        return RunLayout(self.out, self.model_dir)
+
 
 STEPS = ("register", "train", "segment", "particles", "grades", "measure", "kernel", "validate", "report")
 
@@ -182,7 +188,7 @@ def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
     """Run every step (skipping those already done with the same inputs); returns the timings."""
     ctx.out.mkdir(parents=True, exist_ok=True)
     write_json(ctx.out / "config.json", ctx.config.to_dict())
-    write_json(ctx.out / SAMPLE_RECORD, sample_record(ctx.sample))
+    write_json(ctx.layout.sample_record, sample_record(ctx.sample))
     from mineral3d.pipeline import run_steps
 
     for name in STEPS:
@@ -218,11 +224,10 @@ def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
         ctx.keys[name] = key
         if stop_after == name:
             break
-    write_json(ctx.out / "run.json", {"timings": ctx.timings, "keys": ctx.keys})
+    write_json(ctx.layout.run_record, {"timings": ctx.timings, "keys": ctx.keys})
     return ctx.timings
 
 
-SAMPLE_RECORD = "sample.json"
 """What a run output records of its sample, so that commands given only the run folder work."""
 
 
@@ -235,7 +240,7 @@ def sample_record(sample: Sample) -> dict:
 
 def recorded_sample(out: str | os.PathLike, *, need: str = "this command") -> Sample:
     """The sample a run output was made from (as its ``sample.json`` records it)."""
-    path = Path(out) / SAMPLE_RECORD
+    path = RunLayout(out).sample_record
     if not path.is_file():
         raise InputError(path, f"not found: not a mineral3d run output (or made by an older version); give --sample "
                                f"for {need}")
@@ -252,7 +257,7 @@ def recorded_phase_table(volume: str | os.PathLike):
 
     p = Path(volume).resolve()
     for parent in list(p.parents)[:3]:
-        rec = parent / SAMPLE_RECORD
+        rec = RunLayout(parent).sample_record
         if rec.is_file() and (parent / "config.json").is_file():
             data = read_json(rec)
             return PhaseTable.from_text(data["phase_table"], target=data.get("target"), source=str(rec))

@@ -23,18 +23,6 @@ def _sample_files(ctx) -> list[Path]:
     return paths
 
 
-def _reg(ctx) -> Path:
-    return ctx.out / "registration"
-
-
-def _model(ctx) -> Path:
-    return ctx.model_dir if ctx.model_dir is not None else ctx.out / "model"
-
-
-def _seg(ctx) -> Path:
-    return ctx.out / "segmentation.zarr"
-
-
 def _grades_version() -> int:
     from mineral3d.pipeline.grades import METHOD_VERSION
 
@@ -42,27 +30,27 @@ def _grades_version() -> int:
 
 
 SPEC = {
-    "register": lambda ctx: ([], asdict(ctx.config.register), _sample_files(ctx), [_reg(ctx) / "registration.json"]),
+    "register": lambda ctx: ([], asdict(ctx.config.register), _sample_files(ctx), [ctx.layout.marker("register")]),
     "train": lambda ctx: (["register"] if ctx.model_dir is None else [],
                           [asdict(ctx.config.train), ctx.config.seed, str(ctx.model_dir)],
                           _sample_files(ctx) if ctx.model_dir is None else [ctx.model_dir],
-                          [_model(ctx) / "model.json"]),
+                          [ctx.layout.marker("train")]),
     "segment": lambda ctx: (["train"], [asdict(ctx.config.segment), ctx.config.device],
                             [ctx.sample.config.ct] + ([ctx.model_dir] if ctx.model_dir else []),
-                            [_seg(ctx) / "phases" / "zarr.json"]),
+                            [ctx.layout.marker("segment")]),
     "particles": lambda ctx: (["segment"], asdict(ctx.config.particles), [ctx.sample.root / "sample.toml"],
-                              [_seg(ctx) / "particles" / "zarr.json"]),
+                              [ctx.layout.marker("particles")]),
     "grades": lambda ctx: (["segment", "register"],
                            [ctx.config.measure.n_boot, ctx.config.seed, _grades_version()],
                            _sample_files(ctx) + ([ctx.model_dir] if ctx.model_dir else []),
-                           [ctx.out / "grades" / "trust.json"]),
+                           [ctx.layout.marker("grades")]),
     "measure": lambda ctx: (["particles", "grades"], [asdict(ctx.config.measure), ctx.config.seed],
-                            _sample_files(ctx), [ctx.out / "summary.json"]),
+                            _sample_files(ctx), [ctx.layout.marker("measure")]),
     "kernel": lambda ctx: (["measure"], [asdict(ctx.config.kernel), ctx.config.seed], _sample_files(ctx),
-                           [ctx.out / "kernel" / "status.json"]),
+                           [ctx.layout.marker("kernel")]),
     "validate": lambda ctx: (["segment", "register", "grades"], [], _sample_files(ctx),
-                             [ctx.out / "validation.json"]),
-    "report": lambda ctx: (["measure", "kernel", "validate"], [], [], [ctx.out / "report.html"]),
+                             [ctx.layout.marker("validate")]),
+    "report": lambda ctx: (["measure", "kernel", "validate"], [], [], [ctx.layout.marker("report")]),
 }
 
 
@@ -73,15 +61,15 @@ def step_register(ctx) -> None:
     cfg = ctx.config.register
     config = RegisterConfig.for_orientation(cfg.orientation, min_score=cfg.min_score, min_ratio=cfg.min_ratio,
                                             min_anchors=cfg.min_anchors, min_overlap=cfg.min_overlap)
-    with atomic_dir(_reg(ctx), overwrite=True) as tmp:
+    with atomic_dir(ctx.layout.registration, overwrite=True) as tmp:
         record, _ = register_sections(ctx.sample, tmp, config, progress=ctx.progress, log=ctx.log)
-        write_json(tmp / "registration.json", record)
+        write_json(tmp / ctx.layout.registration_record.name, record)
 
 
 def _registered(ctx, role: str) -> list[str]:
     import json
 
-    rec = json.loads((_reg(ctx) / "registration.json").read_text())["sections"]
+    rec = json.loads(ctx.layout.registration_record.read_text())["sections"]
     return [n for n, r in rec.items() if r["registered"] and r["role"] == role]
 
 
@@ -104,10 +92,10 @@ def step_train(ctx) -> None:
     names = _registered(ctx, "train")
     if not names:
         raise InputError(s.root / "sample.toml", "no train-role section could be registered: nothing to learn from")
-    labels, used = section_labels(s, _reg(ctx), sections=names)
+    labels, used = section_labels(s, ctx.layout.registration, sections=names)
     classes = material_classes(s.phase_table)
     t = ctx.config.train
-    fractions = section_area_fractions(s, _reg(ctx), used, classes) if t.calibrate else None
+    fractions = section_area_fractions(s, ctx.layout.registration, used, classes) if t.calibrate else None
     config = TrainConfig(iterations=t.iterations, seed=ctx.config.seed, precision=t.precision,
                          class_weight=t.class_weight)
     net = NetworkConfig(out_channels=len(classes), features=t.features)
@@ -117,7 +105,7 @@ def step_train(ctx) -> None:
                               progress=None if ctx.progress is None else
                               (lambda i, n, loss: ctx.progress("training", i, n)),
                               info={"sample": str(s.root), "sections": used}, area_fractions=fractions)
-    save_model(_model(ctx), model, overwrite=True)
+    save_model(ctx.layout.model, model, overwrite=True)
 
 
 def step_segment(ctx) -> None:
@@ -127,7 +115,7 @@ def step_segment(ctx) -> None:
     from mineral3d.pipeline.phases import check_model, segment_phases
 
     s, cfg = ctx.sample, ctx.config.segment
-    model = load_model(_model(ctx))
+    model = load_model(ctx.layout.model)
     vol, _ = open_volume(s.config.ct)
     zoom = check_model(model, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
                        allow_resample=cfg.allow_resample, source=str(s.root), ct=vol)
@@ -135,7 +123,7 @@ def step_segment(ctx) -> None:
         ctx.log(f"  model trained at {model.voxel_size_um:g} µm applied to {s.voxel_size_um:g} µm voxels: "
                 + ("at the CT's own voxels (its edges are as sharp, in voxels, as the training CT's)" if zoom == 1.0
                    else f"blocks resampled x{zoom:.3f}"))
-    segment_phases(vol, voxel_size_um=s.voxel_size_um, model=model, out=_seg(ctx),
+    segment_phases(vol, voxel_size_um=s.voxel_size_um, model=model, out=ctx.layout.segmentation,
                    config=InferConfig(block=cfg.block, precision=cfg.precision), device=ctx.config.device,
                    zoom=zoom, progress=None if ctx.progress is None else
                    (lambda d, n: ctx.progress("segmenting blocks", d, n)),
@@ -149,7 +137,7 @@ def step_particles(ctx) -> None:
     s, cfg = ctx.sample, ctx.config.particles
     config = InstanceConfig.for_sample(voxel_size_um=s.voxel_size_um, sieve_um=s.config.sieve_um,
                                        min_diameter_um=cfg.min_diameter_um, neck_ratio=cfg.neck_ratio)
-    segment_particles(_seg(ctx), config, progress=ctx.progress, scheduler=ctx.scheduler)
+    segment_particles(ctx.layout.segmentation, config, progress=ctx.progress, scheduler=ctx.scheduler)
 
 
 def step_grades(ctx) -> None:
@@ -158,14 +146,14 @@ def step_grades(ctx) -> None:
 
     from mineral3d.pipeline.grades import check_grades, read_model_calibration, store_with_model, write_grades
 
-    seg = zarr.open_array(store=str(_seg(ctx) / "phases"), mode="r")
+    seg = zarr.open_array(store=str(ctx.layout.phases), mode="r")
     train = _registered(ctx, "train")
     calibration, source, trust, pairs = check_grades(
-        ctx.sample, _reg(ctx), seg, train=train, validation=_registered(ctx, "validation"),
-        model_calibration=None if train else read_model_calibration(_model(ctx)), n_boot=ctx.config.measure.n_boot,
+        ctx.sample, ctx.layout.registration, seg, train=train, validation=_registered(ctx, "validation"),
+        model_calibration=None if train else read_model_calibration(ctx.layout.model), n_boot=ctx.config.measure.n_boot,
         seed=ctx.config.seed)
     if ctx.model_dir is None and calibration is not None:
-        store_with_model(_model(ctx), calibration)  # this run's own model: `apply` uses it
+        store_with_model(ctx.layout.model, calibration)  # this run's own model: `apply` uses it
     write_grades(ctx.out, calibration, source, trust, pairs)
     if calibration is not None:
         ctx.log(f"  grade calibration: {calibration.note}")
@@ -180,8 +168,8 @@ def step_measure(ctx) -> None:
     from mineral3d.pipeline.particles import IN_MEMORY_VOXELS
 
     s, cfg = ctx.sample, ctx.config.measure
-    phases = zarr.open_array(store=str(_seg(ctx) / "phases"), mode="r")
-    labels = zarr.open_array(store=str(_seg(ctx) / "particles"), mode="r")
+    phases = zarr.open_array(store=str(ctx.layout.phases), mode="r")
+    labels = zarr.open_array(store=str(ctx.layout.particle_labels), mode="r")
     maps = [SectionMap(c.name, s.section_map(c.name), c.pixel_size_um) for c in s.config.sections
             if c.role == "validation"]
     config = MeasureConfig(section_step=cfg.section_step, size_edges_um=cfg.size_edges_um, n_boot=cfg.n_boot,
@@ -190,7 +178,7 @@ def step_measure(ctx) -> None:
     if int(np.prod(labels.shape)) > IN_MEMORY_VOXELS:  # large: slab by slab, same result (measure.chunked)
         from mineral3d.measure.chunked import particle_table_chunked
 
-        table = particle_table_chunked(_seg(ctx) / "particles", _seg(ctx) / "phases", voxel_size_um=s.voxel_size_um,
+        table = particle_table_chunked(ctx.layout.particle_labels, ctx.layout.phases, voxel_size_um=s.voxel_size_um,
                                        phase_table=s.phase_table, scheduler=ctx.scheduler or "threads")
         from mineral3d.nn.runtime import release_memory
 
@@ -202,7 +190,8 @@ def step_measure(ctx) -> None:
     result = measure(labels, phases, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, maps=maps,
                      config=config, table=table, calibration=read_run_calibration(ctx.out),
                      trust=read_run_trust(ctx.out))
-    write_measurements(ctx.out, result, config, inputs={"segmentation": str(_seg(ctx)), "sample": str(s.root)})
+    write_measurements(ctx.out, result, config,
+                       inputs={"segmentation": str(ctx.layout.segmentation), "sample": str(s.root)})
 
 
 def step_kernel(ctx) -> None:
@@ -222,12 +211,12 @@ def step_kernel(ctx) -> None:
     s, cfg = ctx.sample, ctx.config.kernel
     import shutil
 
-    folder = ctx.out / "kernel"
+    folder = ctx.layout.kernel
     shutil.rmtree(folder, ignore_errors=True)
     table = s.phase_table
-    phases = zarr.open_array(store=str(_seg(ctx) / "phases"), mode="r")
-    labels = zarr.open_array(store=str(_seg(ctx) / "particles"), mode="r")
-    parts = pd.read_csv(ctx.out / "particles.csv")
+    phases = zarr.open_array(store=str(ctx.layout.phases), mode="r")
+    labels = zarr.open_array(store=str(ctx.layout.particle_labels), mode="r")
+    parts = pd.read_csv(ctx.layout.particles_csv)
     labels, phases, parts, crop_note = _kernel_crop(labels, phases, parts)
     try:
         k = kernel_from_volumes(labels, phases, parts, target=table.target, target_id=table.target_id,
@@ -235,7 +224,7 @@ def step_kernel(ctx) -> None:
                                 source=str(ctx.out))
     except InputError as exc:
         folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / "status.json", {"kernel": False, "note": exc.problem})
+        write_json(ctx.layout.kernel_status, {"kernel": False, "note": exc.problem})
         return
     write_kernel(folder, k)  # the kernel folder itself: `mineral3d correct OUT/kernel --maps ...`
     pop = maps_population((s.section_map(c.name), c.pixel_size_um, table.target_id, None)
@@ -252,7 +241,7 @@ def step_kernel(ctx) -> None:
         write_correction(folder, r)
     else:
         note = "no SEM map section to correct"
-    write_json(folder / "status.json", {"kernel": True, "note": note, "particles": k.provenance["particles"]})
+    write_json(ctx.layout.kernel_status, {"kernel": True, "note": note, "particles": k.provenance["particles"]})
 
 
 KERNEL_VOXELS = 400 ** 3
@@ -299,15 +288,15 @@ def step_validate(ctx) -> None:
 
     s = ctx.sample
     names = _registered(ctx, "validation")
-    seg = zarr.open_array(store=str(_seg(ctx) / "phases"), mode="r")
-    m = load_model(_model(ctx))
+    seg = zarr.open_array(store=str(ctx.layout.phases), mode="r")
+    m = load_model(ctx.layout.model)
     base = GreyClassifier.from_dict(m.info["baseline"]) if "baseline" in m.info else None
     if not names:
-        write_json(ctx.out / "validation.json", {"sections": {}, "all": {},
+        write_json(ctx.layout.validation, {"sections": {}, "all": {},
                                                  "note": "no validation-role section was registered",
                                                  "liberation_trust": read_run_trust(ctx.out)})
         return
-    result = validate_sample(s, _reg(ctx), seg, sections=names, baseline=base)
+    result = validate_sample(s, ctx.layout.registration, seg, sections=names, baseline=base)
     result["liberation_trust"] = read_run_trust(ctx.out)
     write_validation(ctx.out, result)
 
@@ -316,7 +305,7 @@ def step_report(ctx) -> None:
     from mineral3d.report import build_report
 
     html = build_report(ctx.out, ctx.sample)
-    with atomic_file(ctx.out / "report.html") as tmp:
+    with atomic_file(ctx.layout.report) as tmp:
         tmp.write_text(html, encoding="utf-8")
 
 
