@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEMO ?= demo
 
-.PHONY: install test demo clean
+.PHONY: install test test-fast demo clean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
+
+# everything but the end-to-end tests marked slow (a quick check while editing)
+test-fast: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q -m "not slow"
 
 demo: install
 	$(VENV)/bin/mineral3d phantom $(DEMO)/sample --fraction fine --seed 0 --force

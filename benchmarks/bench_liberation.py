@@ -122,7 +122,7 @@ def main() -> None:
         from ilastik_rf import fit_predict
 
         from mineral3d.intensity import GreyLevels
-        from mineral3d.pipeline.phases import section_labels
+        from mineral3d.pipeline.segment_phases import section_labels
 
         reg = run_dir / "registration"
         rec = json.loads((reg / "registration.json").read_text())["sections"]

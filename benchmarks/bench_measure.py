@@ -63,7 +63,7 @@ def skimage_reference(labels, phases):
 
 def ours(labels, phases, full=False, surfaces=True):
     from mineral3d.measure.particles import particle_table
-    from mineral3d.phases import Phase, PhaseTable
+    from mineral3d.phase_table import Phase, PhaseTable
 
     table = PhaseTable((Phase(0, "resin", (0, 0, 0)), Phase(1, "a", (1, 1, 1)), Phase(2, "b", (2, 2, 2))),
                        target="a")
@@ -90,7 +90,7 @@ def hwm():  # peak resident memory of this process (VmHWM is reset by exec, unli
 labels = np.load(sys.argv[1]); phases = np.load(sys.argv[2])
 base = hwm()
 from mineral3d.measure.particles import particle_table
-from mineral3d.phases import Phase, PhaseTable
+from mineral3d.phase_table import Phase, PhaseTable
 table = PhaseTable((Phase(0, "resin", (0, 0, 0)), Phase(1, "a", (1, 1, 1)), Phase(2, "b", (2, 2, 2))), target="a")
 t = time.perf_counter()
 df = particle_table(labels, phases, voxel_size_um=1.0, phase_table=table)

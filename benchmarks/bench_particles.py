@@ -40,10 +40,10 @@ import numpy as np
 from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
 
-from mineral3d.instances import InstanceConfig, particle_labels
 from mineral3d.intensity import GreyLevels
 from mineral3d.io import open_sample
 from mineral3d.phantom import PhantomConfig, generate_sample
+from mineral3d.separation import InstanceConfig, particle_labels
 from mineral3d.validate import instance_scores
 
 

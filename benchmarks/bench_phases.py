@@ -45,7 +45,7 @@ from mineral3d.nn.infer import InferConfig, predict_blocks
 from mineral3d.nn.model import save_model
 from mineral3d.nn.train import TrainConfig
 from mineral3d.phantom import PhantomConfig, generate_sample
-from mineral3d.pipeline.phases import (
+from mineral3d.pipeline.segment_phases import (
     check_model,
     material_classes,
     section_area_fractions,

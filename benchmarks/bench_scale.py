@@ -38,7 +38,7 @@ def make_model(sample: Path, out: Path, iterations: int) -> None:
     from mineral3d.io import open_sample
     from mineral3d.labels import SparseLabels
     from mineral3d.nn import NetworkConfig, TrainConfig, save_model
-    from mineral3d.pipeline.phases import material_classes, train_phase_model
+    from mineral3d.pipeline.segment_phases import material_classes, train_phase_model
 
     s = open_sample(sample)
     truth = s.truth_phases()

@@ -87,8 +87,8 @@ def test_segmentation_on_a_local_cluster_equals_in_process(tmp_path, cluster_cli
     from mineral3d.intensity import GreyLevels
     from mineral3d.nn import Model, NetworkConfig
     from mineral3d.nn.infer import InferConfig
-    from mineral3d.phases import PhaseTable
-    from mineral3d.pipeline.phases import segment_phases
+    from mineral3d.phase_table import PhaseTable
+    from mineral3d.pipeline.segment_phases import segment_phases
 
     torch.manual_seed(3)
     net = NetworkConfig(out_channels=3, features=(4, 4, 8, 8, 16, 4))
@@ -121,7 +121,7 @@ def test_segmentation_on_a_local_cluster_equals_in_process(tmp_path, cluster_cli
 def test_chunked_particles_equal_in_memory(volumes, tmp_path, where, request):
     import zarr
 
-    from mineral3d.instances import InstanceConfig, particle_labels, particle_labels_chunked
+    from mineral3d.separation import InstanceConfig, particle_labels, particle_labels_chunked
 
     s, root, _ = volumes
     fg = zarr.open_array(store=str(root / "phases.zarr"), mode="r")

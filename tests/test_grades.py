@@ -10,6 +10,8 @@ import zarr
 from mineral3d.measure import grades as G
 from mineral3d.plane import PlaneTransform, cut_volume, sample_plane
 
+pytestmark = pytest.mark.slow  # end-to-end: trains networks (`make test` runs all; `make test-fast` skips)
+
 T, M = 1, 2  # target and matrix phase ids
 
 

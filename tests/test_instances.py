@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mineral3d.instances import InstanceConfig, particle_labels, particle_labels_chunked, separate_cluster
+from mineral3d.separation import InstanceConfig, particle_labels, particle_labels_chunked, separate_cluster
 
 CFG = InstanceConfig(marker_radius=3, neck_ratio=0.7, min_voxels=30)
 
@@ -107,7 +107,7 @@ def test_instance_scores():
 
 
 def test_typical_thickness_of_slabs_and_of_a_full_volume():
-    from mineral3d.instances import typical_thickness
+    from mineral3d.separation import typical_thickness
 
     fg = np.zeros((40, 40, 40), bool)
     fg[:, :, 10:20] = True  # a slab 10 voxels thick

@@ -12,7 +12,7 @@ from mineral3d.io import (
     write_tiff,
     write_volume_zarr,
 )
-from mineral3d.phases import Phase, PhaseTable
+from mineral3d.phase_table import Phase, PhaseTable
 from mineral3d.plane import PlaneTransform
 
 

@@ -135,7 +135,7 @@ def test_cli_kernel_and_correct(tmp_path, capsys):
 
     from mineral3d.cli import main
     from mineral3d.io import write_sample
-    from mineral3d.phases import Phase, PhaseTable
+    from mineral3d.phase_table import Phase, PhaseTable
     from mineral3d.pipeline.measure import MeasureConfig, measure, write_measurements
 
     table = PhaseTable((Phase(0, "resin", (0, 0, 0)), Phase(1, "ore", (255, 0, 0)), Phase(2, "gangue", (0, 0, 255))),

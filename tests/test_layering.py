@@ -1,6 +1,6 @@
 """The layering contract: lower layers never import higher ones.
 
-    core (errors, phases, plane, io, register, labels, ...)  <-  measure, nn, phantom
+    core (errors, phase_table, plane, io, register, labels, ...)  <-  measure, nn, phantom
         <-  figures, report  <-  pipeline  <-  cli
 
 Checked by parsing every module's imports (including imports inside functions), so a

@@ -11,7 +11,7 @@ from mineral3d.measure import liberation as lib
 from mineral3d.measure.particles import particle_table
 from mineral3d.measure.sections2d import map_sections, virtual_sections
 from mineral3d.measure.surface import CLASS_WEIGHTS, fit_weights, label_surfaces
-from mineral3d.phases import Phase, PhaseTable
+from mineral3d.phase_table import Phase, PhaseTable
 from mineral3d.pipeline.measure import MeasureConfig, measure, write_measurements
 
 TABLE = PhaseTable((Phase(0, "resin", (0, 0, 0)), Phase(1, "LiAlO2", (31, 119, 180)),

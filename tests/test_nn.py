@@ -13,8 +13,8 @@ from mineral3d.errors import InputError
 from mineral3d.intensity import GreyLevels
 from mineral3d.nn import Model, NetworkConfig, TrainConfig, load_model, save_model, train
 from mineral3d.nn.infer import InferConfig, predict_blocks, predict_probabilities
-from mineral3d.phases import PhaseTable
-from mineral3d.pipeline.phases import check_model, segment_phases
+from mineral3d.phase_table import PhaseTable
+from mineral3d.pipeline.segment_phases import check_model, segment_phases
 
 TINY = NetworkConfig(out_channels=2, features=(4, 4, 8, 8, 16, 4))
 

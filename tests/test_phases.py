@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from mineral3d.errors import InputError
-from mineral3d.phases import PhaseTable
+from mineral3d.phase_table import PhaseTable
+
+pytestmark = pytest.mark.slow  # end-to-end: trains networks (`make test` runs all; `make test-fast` skips)
 
 CSV = "id,name,color\n0,resin,#000000\n1,LiAlO2,#1f77b4\n2,gehlenite,#ff7f0e\n"
 

@@ -13,7 +13,7 @@ from mineral3d.cli import main
 from mineral3d.errors import InputError
 from mineral3d.grouping import PhaseGrouping
 from mineral3d.io.mineral_maps import read_legend_map, read_mineral_map, read_tima_mindif, write_mineral_map
-from mineral3d.phases import PhaseTable
+from mineral3d.phase_table import PhaseTable
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 TIMA = DATA / "tima-particle-mount"

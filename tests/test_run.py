@@ -9,6 +9,8 @@ import pytest
 
 from mineral3d.pipeline.run import RunConfig, load_config, open_run, run
 
+pytestmark = pytest.mark.slow  # end-to-end: trains networks (`make test` runs all; `make test-fast` skips)
+
 FAST = {"train": {"iterations": 6, "features": [4, 4, 8, 8, 16, 4], "precision": "fp32"},
         "segment": {"precision": "fp32"}, "measure": {"n_boot": 50}, "device": "cpu"}
 

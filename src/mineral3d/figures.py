@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mineral3d.phases import PhaseTable
+from mineral3d.phase_table import PhaseTable
 
 
 def _grey_rgb(img: np.ndarray) -> np.ndarray:

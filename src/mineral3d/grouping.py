@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mineral3d.errors import InputError, read_text
-from mineral3d.phases import RESIN, UNCLASSIFIED, Phase, PhaseTable, _parse_color
+from mineral3d.phase_table import RESIN, UNCLASSIFIED, Phase, PhaseTable, _parse_color
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mineral3d.phases import UNCLASSIFIED
+from mineral3d.phase_table import UNCLASSIFIED
 from mineral3d.plane import PlaneTransform
 
 NO_LABEL = UNCLASSIFIED

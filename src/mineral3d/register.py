@@ -39,7 +39,7 @@ from scipy import ndimage, optimize
 
 from mineral3d.errors import InputError, MineralError
 from mineral3d.intensity import otsu_threshold
-from mineral3d.phases import RESIN, UNCLASSIFIED
+from mineral3d.phase_table import RESIN, UNCLASSIFIED
 from mineral3d.plane import PlaneTransform, fibonacci_hemisphere, rotation_taking
 
 

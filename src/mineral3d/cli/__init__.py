@@ -3,7 +3,7 @@
 Every user error is an :class:`~mineral3d.errors.InputError`; it is printed as one line
 (``error: <file>: <problem>``) and the command exits with code 2, never a traceback.
 
-Each command lives in the module of its stage (``cli/sample.py``, ``phases.py``,
+Each command lives in the module of its stage (``cli/sample.py``, ``phase_table.py``,
 ``particles.py``, ``measure.py``, ``kernel.py``, ``run.py``); this module registers them, in
 the order ``mineral3d --help`` lists them, and translates errors to exit codes.
 """

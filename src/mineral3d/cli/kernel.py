@@ -29,7 +29,7 @@ def kernel_cmd(
     from mineral3d.io.layout import RunLayout, is_zarr
     from mineral3d.io.volumes import read_any_volume
     from mineral3d.measure.particles import particle_table
-    from mineral3d.phases import PhaseTable
+    from mineral3d.phase_table import PhaseTable
     from mineral3d.pipeline.kernel import kernel_from_volumes, write_kernel
     from mineral3d.pipeline.measure import check_volumes
 

@@ -35,7 +35,7 @@ def measure(
     """Particle table and liberation in 3D and from 2D sections, with the 2D-3D bias."""
     from mineral3d.io import open_sample
     from mineral3d.io.volumes import read_any_volume
-    from mineral3d.phases import PhaseTable
+    from mineral3d.phase_table import PhaseTable
     from mineral3d.pipeline.measure import MeasureConfig, SectionMap, check_volumes, write_measurements
     from mineral3d.pipeline.measure import measure as run
 

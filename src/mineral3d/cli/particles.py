@@ -13,8 +13,8 @@ from mineral3d.errors import InputError
 
 def separate_and_write(group: Path, voxel: float, sieve, min_diameter_um, neck_ratio, scheduler=None) -> None:
     """Separate the particles of the phase volume in segmentation group ``group`` and write them beside it."""
-    from mineral3d.instances import InstanceConfig
     from mineral3d.pipeline.particles import segment_particles
+    from mineral3d.separation import InstanceConfig
 
     config = InstanceConfig.for_sample(voxel_size_um=voxel, sieve_um=sieve, min_diameter_um=min_diameter_um,
                                        neck_ratio=neck_ratio)
@@ -90,7 +90,7 @@ def _particles_ct(source, out_dir, sample, model_dir, voxel_um, min_diameter_um,
         import zarr
 
         from mineral3d.nn import load_model
-        from mineral3d.pipeline.phases import check_model, segment_phases
+        from mineral3d.pipeline.segment_phases import check_model, segment_phases
 
         model = load_model(model_dir)
         if model.phase_table is None:

@@ -89,7 +89,7 @@ def train(
     """
     from mineral3d.io import open_sample
     from mineral3d.nn import NetworkConfig, TrainConfig, save_model
-    from mineral3d.pipeline.phases import material_classes, section_labels, train_phase_model
+    from mineral3d.pipeline.segment_phases import material_classes, section_labels, train_phase_model
 
     if out_dir.exists() and not force:
         raise InputError(out_dir, "already exists (use --force to replace it)")
@@ -98,7 +98,7 @@ def train(
     for n in names or []:
         s.config.section(n)
     labels, used = section_labels(s, registration, sections=names)
-    from mineral3d.pipeline.phases import section_area_fractions
+    from mineral3d.pipeline.segment_phases import section_area_fractions
 
     fractions = None if no_calibrate else section_area_fractions(s, registration, used,
                                                                  material_classes(s.phase_table))
@@ -162,7 +162,7 @@ def segment(
     """Segment mineral phases (and particles) in a whole volume, block by block, into Zarr."""
     from mineral3d.nn import load_model
     from mineral3d.nn.infer import InferConfig
-    from mineral3d.pipeline.phases import check_model, segment_phases
+    from mineral3d.pipeline.segment_phases import check_model, segment_phases
 
     model = load_model(model_dir)
     vol, voxel, table, sample = _open_input(source, voxel_um)

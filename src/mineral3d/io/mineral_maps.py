@@ -32,7 +32,7 @@ from mineral3d.errors import InputError, read_text
 from mineral3d.grouping import PhaseGrouping
 from mineral3d.io.atomic import atomic_dir
 from mineral3d.io.images import _imread, write_tiff
-from mineral3d.phases import RESIN, UNCLASSIFIED, Phase, PhaseTable, _parse_color
+from mineral3d.phase_table import RESIN, UNCLASSIFIED, Phase, PhaseTable, _parse_color
 
 TIMA_NS = {"t": "http://www.tescan.cz/tima/1_4"}
 TIMA_UNCLASSIFIED = 0

@@ -20,7 +20,7 @@ from mineral3d.errors import InputError
 from mineral3d.io.atomic import atomic_dir
 from mineral3d.io.images import read_image, read_volume, write_tiff
 from mineral3d.io.transforms import read_transform, write_transform
-from mineral3d.phases import PhaseTable
+from mineral3d.phase_table import PhaseTable
 from mineral3d.plane import PlaneTransform
 
 LAZY_BYTES = 1 << 30

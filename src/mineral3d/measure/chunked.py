@@ -27,7 +27,7 @@ from mineral3d.cluster import compute
 from mineral3d.io.volumes import VolumeRef
 from mineral3d.measure.particles import _hull_candidates, assemble_table, caliper_widths_of_points, phase_counts
 from mineral3d.measure.surface import label_surfaces
-from mineral3d.phases import PhaseTable
+from mineral3d.phase_table import PhaseTable
 
 
 def _max_label(labels: VolumeRef, z0: int, z1: int) -> int:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from mineral3d.measure.liberation import GRADE_EPS, THRESHOLDS, Population
 from mineral3d.measure.sections2d import map_section_table
-from mineral3d.phases import RESIN, UNCLASSIFIED
+from mineral3d.phase_table import RESIN, UNCLASSIFIED
 
 __all__ = ["PAIR_COLUMNS", "GradeCalibration", "add_grade_columns", "calibrated_population",
            "fit_grade_calibration", "liberation_agreement", "pairs_population", "section_grade_pairs"]

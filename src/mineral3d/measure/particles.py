@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mineral3d.measure.surface import label_surfaces
-from mineral3d.phases import PhaseTable
+from mineral3d.phase_table import PhaseTable
 from mineral3d.plane import fibonacci_hemisphere
 
 

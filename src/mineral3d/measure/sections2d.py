@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.ndimage as ndi
 
 from mineral3d.measure.liberation import Population
-from mineral3d.phases import RESIN, UNCLASSIFIED
+from mineral3d.phase_table import RESIN, UNCLASSIFIED
 
 
 def _perimeter_target_share(pieces: np.ndarray, phases: np.ndarray, target_id: int, n: int) -> np.ndarray:

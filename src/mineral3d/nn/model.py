@@ -19,7 +19,7 @@ from mineral3d.errors import InputError
 from mineral3d.intensity import GreyLevels
 from mineral3d.io.atomic import atomic_dir, read_json
 from mineral3d.nn.network import NetworkConfig
-from mineral3d.phases import PhaseTable
+from mineral3d.phase_table import PhaseTable
 
 FORMAT = "mineral3d-model"
 VERSION = 1
@@ -40,7 +40,7 @@ class Model:
         Grey levels of the training volume (each volume is normalised by its own levels).
     task : str
         What the outputs are: ``phases`` (the only kind mineral3d trains; particles are
-        separated from the phase segmentation by :mod:`mineral3d.instances`, not by a network).
+        separated from the phase segmentation by :mod:`mineral3d.separation`, not by a network).
     phase_table : PhaseTable, optional
     state : dict
         The torch state dict.

@@ -30,7 +30,7 @@ from mineral3d.phantom.microstructure import (
 from mineral3d.phantom.particles import ParticleShape, place_particles
 from mineral3d.phantom.sections import bse_image, random_pose, unclassify_boundaries
 from mineral3d.phantom.shapes import primitive_sdf
-from mineral3d.phases import Phase, PhaseTable
+from mineral3d.phase_table import Phase, PhaseTable
 
 SIEVES_UM = {"fine": (63.0, 100.0), "coarse": (100.0, 250.0)}
 DEFAULT_VOXEL_UM = {"fine": 2.0, "coarse": 3.0}

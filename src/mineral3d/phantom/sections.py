@@ -6,7 +6,7 @@ import numpy as np
 from scipy import ndimage
 
 from mineral3d.phantom.microstructure import GEHLENITE, LIALO2, METAL, RESIN, SPINEL
-from mineral3d.phases import UNCLASSIFIED
+from mineral3d.phase_table import UNCLASSIFIED
 from mineral3d.plane import PlaneTransform
 
 # Mean atomic number (mass-weighted) of each phase, from its formula:

@@ -25,7 +25,7 @@ from mineral3d.errors import InputError
 from mineral3d.io.atomic import atomic_dir, read_json, write_json
 from mineral3d.io.sample import Sample
 from mineral3d.measure.grades import GradeCalibration, fit_grade_calibration, liberation_agreement, section_grade_pairs
-from mineral3d.pipeline.phases import registered_transform
+from mineral3d.pipeline.segment_phases import registered_transform
 from mineral3d.plane import cut_volume
 
 METHOD_VERSION = 2

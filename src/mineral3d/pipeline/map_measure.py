@@ -26,7 +26,7 @@ from mineral3d.io.atomic import atomic_file, write_json
 from mineral3d.io.mineral_maps import MineralMap
 from mineral3d.measure import liberation as lib
 from mineral3d.measure.sections2d import map_section_table, min_section_px, table_population
-from mineral3d.phases import RESIN, UNCLASSIFIED
+from mineral3d.phase_table import RESIN, UNCLASSIFIED
 
 
 def modal_table(m: MineralMap) -> pd.DataFrame:

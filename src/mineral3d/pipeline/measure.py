@@ -27,7 +27,7 @@ from mineral3d.measure import liberation as lib
 from mineral3d.measure.grades import GradeCalibration, add_grade_columns, calibrated_population
 from mineral3d.measure.particles import particle_table
 from mineral3d.measure.sections2d import maps_population, virtual_sections
-from mineral3d.phases import UNCLASSIFIED, PhaseTable
+from mineral3d.phase_table import UNCLASSIFIED, PhaseTable
 
 
 @dataclass(frozen=True)

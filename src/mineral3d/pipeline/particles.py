@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from mineral3d.instances import InstanceConfig, particle_labels, particle_labels_chunked
+from mineral3d.separation import InstanceConfig, particle_labels, particle_labels_chunked
 
 IN_MEMORY_VOXELS = 512 ** 3
 """Volumes up to this many voxels are separated in memory (same result as chunked)."""
@@ -24,7 +24,7 @@ def segment_particles(group: str | os.PathLike, config: InstanceConfig, *, chunk
     Every voxel whose phase is not 0 (resin) belongs to exactly one particle. The array is
     built under ``.particles.partial`` and renamed when complete. Returns the number of
     particles. Volumes over ``IN_MEMORY_VOXELS`` are separated chunk by chunk
-    (:func:`~mineral3d.instances.particle_labels_chunked`, on ``scheduler``'s workers when
+    (:func:`~mineral3d.separation.particle_labels_chunked`, on ``scheduler``'s workers when
     it is a dask.distributed one); the result is the same.
     """
     group = Path(group)
@@ -123,17 +123,17 @@ def particles_from_ct(ct: np.ndarray, out: str | os.PathLike, *, voxel_size_um: 
     foreground (phase != 0);
     without it the foreground is :func:`~mineral3d.intensity.grey_foreground`. Without a
     sieve fraction or ``min_diameter_um`` the size scale is the foreground's median local
-    thickness (:func:`~mineral3d.instances.typical_thickness`).
+    thickness (:func:`~mineral3d.separation.typical_thickness`).
 
     Writes ``out/segmentation.zarr`` (``phases``: 1 = particle when no phases were given;
     ``particles``), ``particles.csv`` / ``.parquet``, ``size_distribution.csv``,
     ``particles_slices.png`` and, last, ``particles_summary.json``.
     """
-    from mineral3d.instances import typical_thickness
     from mineral3d.intensity import GreyLevels, grey_foreground
     from mineral3d.io.atomic import atomic_file, write_json
     from mineral3d.measure.particles import particle_table
-    from mineral3d.phases import Phase, PhaseTable
+    from mineral3d.phase_table import Phase, PhaseTable
+    from mineral3d.separation import typical_thickness
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -253,7 +253,7 @@ def recorded_sample(out: str | os.PathLike, *, need: str = "this command") -> Sa
 def recorded_phase_table(volume: str | os.PathLike):
     """The phase table (with its target) recorded by the run whose output holds ``volume``
     (e.g. ``OUT/segmentation.zarr/phases``), or None: a volume from elsewhere."""
-    from mineral3d.phases import PhaseTable
+    from mineral3d.phase_table import PhaseTable
 
     p = Path(volume).resolve()
     for parent in list(p.parents)[:3]:

@@ -75,7 +75,7 @@ def _registered(ctx, role: str) -> list[str]:
 
 def step_train(ctx) -> None:
     from mineral3d.nn import NetworkConfig, TrainConfig, load_model, save_model
-    from mineral3d.pipeline.phases import (
+    from mineral3d.pipeline.segment_phases import (
         check_model,
         material_classes,
         section_area_fractions,
@@ -112,7 +112,7 @@ def step_segment(ctx) -> None:
     from mineral3d.io.volumes import open_volume
     from mineral3d.nn import load_model
     from mineral3d.nn.infer import InferConfig
-    from mineral3d.pipeline.phases import check_model, segment_phases
+    from mineral3d.pipeline.segment_phases import check_model, segment_phases
 
     s, cfg = ctx.sample, ctx.config.segment
     model = load_model(ctx.layout.model)
@@ -131,8 +131,8 @@ def step_segment(ctx) -> None:
 
 
 def step_particles(ctx) -> None:
-    from mineral3d.instances import InstanceConfig
     from mineral3d.pipeline.particles import segment_particles
+    from mineral3d.separation import InstanceConfig
 
     s, cfg = ctx.sample, ctx.config.particles
     config = InstanceConfig.for_sample(voxel_size_um=s.voxel_size_um, sieve_um=s.config.sieve_um,

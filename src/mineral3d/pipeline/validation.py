@@ -15,8 +15,8 @@ from mineral3d.io.atomic import write_json, write_text
 from mineral3d.io.sample import Sample
 from mineral3d.io.volumes import take_voxels
 from mineral3d.labels import section_voxels
-from mineral3d.phases import UNCLASSIFIED
-from mineral3d.pipeline.phases import registered_transform
+from mineral3d.phase_table import UNCLASSIFIED
+from mineral3d.pipeline.segment_phases import registered_transform
 from mineral3d.validate import confusion_matrix, scores, section_validation
 
 

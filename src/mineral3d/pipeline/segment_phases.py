@@ -33,7 +33,7 @@ from mineral3d.nn.infer import InferConfig, blocks, predict_blocks
 from mineral3d.nn.model import Model
 from mineral3d.nn.network import NetworkConfig
 from mineral3d.nn.train import TrainConfig, train
-from mineral3d.phases import UNCLASSIFIED, PhaseTable
+from mineral3d.phase_table import UNCLASSIFIED, PhaseTable
 from mineral3d.plane import PlaneTransform
 
 VOXEL_TOLERANCE = 0.05
