@@ -32,6 +32,7 @@ All thresholds are in NCC units and are documented in docs/registration.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from scipy import fft as sfft
@@ -78,6 +79,29 @@ class RegisterConfig:
         if orientation == "any":
             kw = {"coarse_vox": 8.0, "depth_step": 6.0, "angle_step": 6.0, **kw}
         return cls(orientation=orientation, **kw)
+
+
+class Peak(NamedTuple):
+    """A candidate plane from the coarse search: its NCC and pose (centre in CT voxels, degrees)."""
+
+    score: float
+    cz: float
+    angle: float
+    mirror: bool
+    cy: float
+    cx: float
+    frame: int = 0
+    """Index of the search frame (``near-z``: 0, the identity; ``any``: one per normal)."""
+
+
+class Candidate(NamedTuple):
+    """A refined candidate: final score, the 7 pose parameters of :func:`_pose`, handedness, frame."""
+
+    score: float
+    params: np.ndarray
+    mirror: bool
+    coarse_score: float
+    frame: np.ndarray | None
 
 
 @dataclass
@@ -303,8 +327,8 @@ def coarse_search(planes: np.ndarray, depths: np.ndarray, mask, weight, *, scale
     """Score every depth, rotation, handedness and shift of a stack of coarse planes.
 
     ``planes`` (D, ny, nx) are sampled every ``config.coarse_vox`` voxels in-plane, at
-    ``depths`` (voxels). Returns peaks (score, depth, angle, mirror, centre_y, centre_x) in
-    voxels of the planes' frame, best first.
+    ``depths`` (voxels). Returns :class:`Peak` s (``cz`` = depth, centre in voxels of the
+    planes' frame), best first.
     """
     f = config.coarse_vox
     _, ny, nx = planes.shape
@@ -334,16 +358,16 @@ def coarse_search(planes: np.ndarray, depths: np.ndarray, mask, weight, *, scale
                 # template centre = top-left + (n - 1) / 2, in coarse samples -> voxels
                 cy = (i - (n - 1) + (n - 1) / 2) * f
                 cx = (j - (n - 1) + (n - 1) / 2) * f
-                peaks.append((float(ncc[dd, i, j]), float(depths[dd]), float(a), mirror, cy, cx))
-    peaks.sort(key=lambda p: -p[0])
+                peaks.append(Peak(float(ncc[dd, i, j]), float(depths[dd]), float(a), mirror, cy, cx))
+    peaks.sort(key=lambda p: -p.score)
     return peaks
 
 
-def _distinct(p, q, *, radius_vox: float, angle_deg: float) -> bool:
-    if p[3] != q[3]:
+def _distinct(p: Peak, q: Peak, *, radius_vox: float, angle_deg: float) -> bool:
+    if p.mirror != q.mirror:
         return True
-    da = abs((p[2] - q[2] + 180) % 360 - 180)
-    dist = np.sqrt((p[1] - q[1]) ** 2 + (p[4] - q[4]) ** 2 + (p[5] - q[5]) ** 2)
+    da = abs((p.angle - q.angle + 180) % 360 - 180)
+    dist = np.sqrt((p.cz - q.cz) ** 2 + (p.cy - q.cy) ** 2 + (p.cx - q.cx) ** 2)
     return dist > radius_vox or da > angle_deg
 
 
@@ -402,6 +426,84 @@ def _refine(vol, mask, weight, params, *, shape, scale0, mirror, level_vox, conf
     return params + res.x * scales, -float(res.fun)
 
 
+def search(ind: np.ndarray, mask, weight, *, scale: float, config: RegisterConfig) -> tuple[list[Peak], list]:
+    """Coarse global search: candidate peaks (best first) and the search frames they refer to.
+
+    ``near-z``: z-planes of the indicator (one frame, the identity, listed as None).
+    ``any``: the same search in rotated frames whose normals cover the hemisphere
+    (:func:`~mineral3d.plane.fibonacci_hemisphere`); peak centres are in CT voxels.
+    """
+    f = config.coarse_vox
+    if config.orientation == "near-z":
+        planes, depths = _z_planes(ind, config)
+        return coarse_search(planes, depths, mask, weight, scale=scale, config=config), [None]
+    sm = ndimage.gaussian_filter(ind, f / 2)
+    centre = (np.array(ind.shape) - 1) / 2
+    half = 0.5 * np.linalg.norm(ind.shape)
+    dl = np.arange(-half, half + 1e-9, config.depth_step)
+    gl = np.arange(-half, half + 1e-9, f)
+    n_normals = int(np.ceil(2.4 / np.deg2rad(config.max_tilt_deg) ** 2))
+    frames = [_frame(n) for n in fibonacci_hemisphere(n_normals)]
+    local = np.stack(np.meshgrid(dl, gl, gl, indexing="ij"))  # (3, D, n, n) frame coordinates
+    peaks = []
+    for k, fr in enumerate(frames):
+        pts = np.tensordot(fr, local, axes=1) + centre[:, None, None, None]
+        planes = ndimage.map_coordinates(sm, pts, order=1, cval=0.0).astype(np.float32)
+        for p in coarse_search(planes, dl - dl[0], mask, weight, scale=scale, config=config):
+            loc = np.array([p.cz + dl[0], p.cy + gl[0], p.cx + gl[0]])
+            cz, cy, cx = fr @ loc + centre
+            peaks.append(Peak(p.score, cz, p.angle, p.mirror, cy, cx, k))
+    peaks.sort(key=lambda p: -p.score)
+    return peaks, frames
+
+
+def refine(ind: np.ndarray, mask, weight, peaks: list[Peak], frames: list, *, shape, scale: float,
+           config: RegisterConfig) -> list[Candidate]:
+    """Tilt grid then Powell refinement through the pyramid for each peak; candidates best first."""
+    f = config.coarse_vox
+    results = []
+    sm_c = ndimage.gaussian_filter(ind, f / 2)
+    rr, cc, val, wgt = (a.ravel() for a in _level_map(mask, weight, f / scale, f / scale / 2))
+    for p in peaks:
+        frame = frames[p.frame]
+        # template angle theta samples the map rotated by theta: the map's rows run at -theta
+        # in the frame's (row, col) plane (at +theta for a mirrored map)
+        base = np.array([p.cz, p.cy, p.cx, 0.0, 0.0, p.angle if p.mirror else -p.angle, 0.0])
+        best_t, best_s = base, -2.0
+        for tilt in np.arange(0, config.max_tilt_deg + 1e-9, 2.5):  # tilt grid at the coarse level
+            for az in (np.arange(0, 360, 30) if tilt > 0 else [0.0]):
+                trial = base.copy()
+                trial[3], trial[4] = np.tan(np.deg2rad(tilt)) * np.sin(np.deg2rad(az)), \
+                    np.tan(np.deg2rad(tilt)) * np.cos(np.deg2rad(az))
+                t = _pose(trial, shape, scale, p.mirror, frame)
+                sc = _score_inside(sm_c, val, wgt, t.apply(rr, cc), config.min_overlap)
+                if sc > best_s:
+                    best_t, best_s = trial, sc
+        params = best_t
+        for level in (f, f / 2, 1.0, 0.5):
+            params, sc = _refine(ind, mask, weight, params, shape=shape, scale0=scale, mirror=p.mirror,
+                                 level_vox=level, config=config, frame=frame)
+        results.append(Candidate(sc, params, p.mirror, p.score, frame))
+    results.sort(key=lambda r: -r.score)
+    return results
+
+
+def runner_up(results: list[Candidate], *, shape, scale: float, coarse_runner: float) -> float:
+    """Score of the best refined candidate that converged elsewhere (or the other way up).
+
+    When all converged to the winner's plane (corners within 3 voxels), ``coarse_runner``:
+    the best coarse peak that is not the winner's neighbour.
+    """
+    best = results[0]
+    h, w = shape
+    corners = ([0, 0, h - 1, h - 1], [0, w - 1, 0, w - 1])
+    ref = _pose(best.params, shape, scale, best.mirror, best.frame).apply(*corners)
+    others = [r.score for r in results[1:]
+              if r.mirror != best.mirror or np.linalg.norm(_pose(r.params, shape, scale, r.mirror, r.frame)
+                                                            .apply(*corners) - ref, axis=1).max() > 3.0]
+    return max(others) if others else coarse_runner
+
+
 def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: RegisterConfig = RegisterConfig(),
                      indicator: np.ndarray | None = None, bse: np.ndarray | None = None) -> RegistrationResult:
     """Find the plane of a mineral map in a CT volume.
@@ -446,37 +548,14 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
                                 f"{config.min_anchor_area:.1%} of its area; {config.min_anchors} not on one line are "
                                 "needed to fix the plane's tilt (a larger map, or lower --min-anchors at your risk)")
     shape = ids.shape
-    f = config.coarse_vox
-    # candidate peaks: (score, cz, angle, mirror, cy, cx, frame index) with the centre in CT voxels
-    frames: list = [None]
-    peaks = []
-    if config.orientation == "near-z":
-        planes, depths = _z_planes(ind, config)
-        peaks = [p + (0,) for p in coarse_search(planes, depths, mask, weight, scale=scale, config=config)]
-    else:
-        sm = ndimage.gaussian_filter(ind, f / 2)
-        centre = (np.array(ind.shape) - 1) / 2
-        half = 0.5 * np.linalg.norm(ind.shape)
-        dl = np.arange(-half, half + 1e-9, config.depth_step)
-        gl = np.arange(-half, half + 1e-9, f)
-        n_normals = int(np.ceil(2.4 / np.deg2rad(config.max_tilt_deg) ** 2))
-        frames = [_frame(n) for n in fibonacci_hemisphere(n_normals)]
-        local = np.stack(np.meshgrid(dl, gl, gl, indexing="ij"))  # (3, D, n, n) frame coordinates
-        for k, fr in enumerate(frames):
-            pts = np.tensordot(fr, local, axes=1) + centre[:, None, None, None]
-            planes = ndimage.map_coordinates(sm, pts, order=1, cval=0.0).astype(np.float32)
-            for p in coarse_search(planes, dl - dl[0], mask, weight, scale=scale, config=config):
-                loc = np.array([p[1] + dl[0], p[4] + gl[0], p[5] + gl[0]])
-                cz, cy, cx = fr @ loc + centre
-                peaks.append((p[0], cz, p[2], p[3], cy, cx, k))
-        peaks.sort(key=lambda p: -p[0])
+    peaks, frames = search(ind, mask, weight, scale=scale, config=config)
     if not peaks:
         raise RegistrationError("no candidate plane found")
 
-    def distinct(p, q):
-        if p[6] != q[6]:
-            n1 = frames[p[6]][:, 0] if frames[p[6]] is not None else np.array([1.0, 0, 0])
-            n2 = frames[q[6]][:, 0] if frames[q[6]] is not None else np.array([1.0, 0, 0])
+    def distinct(p: Peak, q: Peak) -> bool:
+        if p.frame != q.frame:
+            n1 = frames[p.frame][:, 0] if frames[p.frame] is not None else np.array([1.0, 0, 0])
+            n2 = frames[q.frame][:, 0] if frames[q.frame] is not None else np.array([1.0, 0, 0])
             if abs(float(np.dot(n1, n2))) < np.cos(np.deg2rad(2 * config.max_tilt_deg)):
                 return True
         return _distinct(p, q, radius_vox=radius, angle_deg=20)
@@ -484,56 +563,24 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
     best = peaks[0]
     radius = 0.25 * min(ids.shape) * scale
     runner = next((p for p in peaks if distinct(best, p)), None)
-    runner_score = runner[0] if runner else -1.0
-    chosen = []
+    chosen: list[Peak] = []
     for p in peaks:
         if all(distinct(p, q) for q in chosen):
             chosen.append(p)
         if len(chosen) >= config.n_candidates:
             break
-    results = []
-    sm_c = ndimage.gaussian_filter(ind, f / 2)
-    rr, cc, val, wgt = (a.ravel() for a in _level_map(mask, weight, f / scale, f / scale / 2))
-    for p in chosen:
-        score0, cz, angle, mirror, cy, cx, k = p
-        frame = frames[k]
-        # template angle theta samples the map rotated by theta: the map's rows run at -theta
-        # in the frame's (row, col) plane (at +theta for a mirrored map)
-        base = np.array([cz, cy, cx, 0.0, 0.0, angle if mirror else -angle, 0.0])
-        best_t, best_s = base, -2.0
-        for tilt in np.arange(0, config.max_tilt_deg + 1e-9, 2.5):  # tilt grid at the coarse level
-            for az in (np.arange(0, 360, 30) if tilt > 0 else [0.0]):
-                trial = base.copy()
-                trial[3], trial[4] = np.tan(np.deg2rad(tilt)) * np.sin(np.deg2rad(az)), \
-                    np.tan(np.deg2rad(tilt)) * np.cos(np.deg2rad(az))
-                t = _pose(trial, shape, scale, mirror, frame)
-                sc = _score_inside(sm_c, val, wgt, t.apply(rr, cc), config.min_overlap)
-                if sc > best_s:
-                    best_t, best_s = trial, sc
-        params = best_t
-        for level in (f, f / 2, 1.0, 0.5):
-            params, sc = _refine(ind, mask, weight, params, shape=shape, scale0=scale, mirror=mirror,
-                                 level_vox=level, config=config, frame=frame)
-        results.append((sc, params, mirror, score0, frame))
-    results.sort(key=lambda r: -r[0])
-    s, params, mirror, score0, frame = results[0]
+    results = refine(ind, mask, weight, chosen, frames, shape=shape, scale=scale, config=config)
+    s, params, mirror, _, frame = results[0]
     transform = _pose(params, shape, scale, mirror, frame)
-    # runner-up: the best refined candidate that converged somewhere else (or the other way up)
-    h, w = shape
-    corners = ([0, 0, h - 1, h - 1], [0, w - 1, 0, w - 1])
-    ref = transform.apply(*corners)
-    others = [r[0] for r in results[1:]
-              if r[2] != mirror or np.linalg.norm(_pose(r[1], shape, scale, r[2], r[4]).apply(*corners) - ref,
-                                                    axis=1).max() > 3.0]
-    if others:
-        runner_score = max(others)
+    runner_score = runner_up(results, shape=shape, scale=scale,
+                             coarse_runner=runner.score if runner else -1.0)
     settings = {"coarse_vox": config.coarse_vox, "depth_step": config.depth_step, "angle_step": config.angle_step,
                 "max_tilt_deg": config.max_tilt_deg, "scale_range": config.scale_range,
                 "min_overlap": config.min_overlap, "orientation": config.orientation, "bse": bse_note}
     pts = transform.grid(shape).reshape(3, -1).T
     inside = np.all((pts >= -0.5) & (pts <= np.array(ind.shape) - 0.5), axis=1)
     overlap = float((weight.reshape(-1) * inside).sum() / max(weight.sum(), 1.0))
-    result = RegistrationResult(transform, s, float(best[0]), float(runner_score), bool(mirror), settings, overlap)
+    result = RegistrationResult(transform, s, float(best.score), float(runner_score), bool(mirror), settings, overlap)
     if s < config.min_score:
         raise RegistrationError(f"best match is weak (NCC {s:.2f} < {config.min_score}): "
                                 "is this map from this sample?")
