@@ -67,3 +67,30 @@ def test_cli_modules_stay_thin():
     sizes = {p.name: len(p.read_text().splitlines()) for p in (SRC / "mineral3d" / "cli").glob("*.py")}
     assert len(sizes) >= 5
     assert max(sizes.values()) <= 300, sizes
+
+
+def test_core_errors_name_parameters_not_command_line_options():
+    """Below the CLI, errors name a parameter (ParameterError); the CLI turns it into --option."""
+    import re
+    bad = []
+    for path in sorted((SRC / "mineral3d").rglob("*.py")):
+        if "cli" in path.relative_to(SRC / "mineral3d").parts:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r'Error\(\s*"--', line):
+                bad.append(f"{path.relative_to(SRC)}:{n}: {line.strip()}")
+    assert not bad, "\n".join(bad)
+
+
+def test_parameter_errors_read_as_options_on_the_command_line(capsys):
+    import pytest
+
+    from mineral3d.cli import main
+    from mineral3d.errors import ParameterError
+    from mineral3d.phantom import PhantomConfig
+    with pytest.raises(ParameterError, match="^voxel_um: must be positive"):
+        PhantomConfig(voxel_um=-1)
+    with pytest.raises(SystemExit) as exc:
+        main(["phantom", "/nonexistent/x", "--voxel-um", "-1"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --voxel-um: must be positive, got -1.0"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 
-from mineral3d.errors import InputError
+from mineral3d.errors import ParameterError
 
 LOCAL = (None, "threads", "synchronous", "processes")
 
@@ -29,7 +29,7 @@ def open_scheduler(scheduler: str | None = None, workers: int | None = None):
     """Context giving what :func:`compute` takes; a LocalCluster lives as long as the context."""
     if workers is None:
         if isinstance(scheduler, str) and scheduler not in LOCAL and "://" not in scheduler:
-            raise InputError("--scheduler", f"{scheduler!r} is neither threads, processes, synchronous nor a "
+            raise ParameterError("scheduler", f"{scheduler!r} is neither threads, processes, synchronous nor a "
                                             "scheduler address like tcp://host:8786")
         if isinstance(scheduler, str) and "://" in scheduler:
             from distributed import Client
@@ -37,7 +37,7 @@ def open_scheduler(scheduler: str | None = None, workers: int | None = None):
             try:
                 client = Client(scheduler, timeout="20s")
             except OSError as exc:
-                raise InputError("--scheduler", f"cannot reach the dask scheduler at {scheduler} "
+                raise ParameterError("scheduler", f"cannot reach the dask scheduler at {scheduler} "
                                                 f"({str(exc).splitlines()[0]})") from None
             with client:
                 yield client
@@ -45,9 +45,9 @@ def open_scheduler(scheduler: str | None = None, workers: int | None = None):
         yield scheduler or "threads"
         return
     if workers < 1:
-        raise InputError("--workers", f"must be at least 1, got {workers}")
+        raise ParameterError("workers", f"must be at least 1, got {workers}")
     if scheduler not in (None, "processes"):
-        raise InputError("--workers", "starts a local cluster: do not combine it with --scheduler")
+        raise ParameterError("workers", "starts a local cluster: do not combine it with a scheduler")
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \

@@ -37,6 +37,22 @@ class InputError(MineralError):
         super().__init__(self.problem if self.source is None else f"{self.source}: {self.problem}")
 
 
+class ParameterError(InputError):
+    """A bad value of a function parameter or config field, named as in Python (``voxel_um``).
+
+    Core modules raise it naming their own parameter; the CLI names the option instead
+    (:meth:`as_option`: ``--voxel-um``), so no core module knows the command line.
+    """
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        self.parameter = parameter
+        super().__init__(parameter, problem)
+
+    def as_option(self) -> str:
+        """The message as the command line says it: ``--<parameter-with-dashes>: <problem>``."""
+        return f"--{self.parameter.replace('_', '-')}: {self.problem}"
+
+
 def read_text(path: str | os.PathLike, *, what: str) -> str:
     """A user's text file (UTF-8, BOM allowed); missing or unreadable is an InputError naming it."""
     try:

@@ -38,7 +38,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage, optimize
 
-from mineral3d.errors import InputError, MineralError
+from mineral3d.errors import MineralError, ParameterError
 from mineral3d.intensity import otsu_threshold
 from mineral3d.phase_table import RESIN, UNCLASSIFIED
 from mineral3d.plane import PlaneTransform, fibonacci_hemisphere, rotation_taking
@@ -532,7 +532,7 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
         The best match is weak or not distinct from the runner-up.
     """
     if config.orientation not in ("near-z", "any"):
-        raise InputError("--orientation", f"must be near-z or any, got {config.orientation!r}")
+        raise ParameterError("orientation", f"must be near-z or any, got {config.orientation!r}")
     ind = ct_indicator(ct) if indicator is None else indicator
     bse_mask, bse_note = None, "not given"
     if bse is not None:

@@ -41,10 +41,13 @@ for _name, _fn in COMMANDS:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
-    from mineral3d.errors import MineralError, OutOfMemory
+    from mineral3d.errors import MineralError, OutOfMemory, ParameterError
 
     try:
         app(args=argv)
+    except ParameterError as exc:  # a core function's parameter: named as the command's option
+        print(f"error: {exc.as_option()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except MineralError as exc:  # InputError (2), RegistrationError (3), OutOfMemory (1)
         print(f"error: {exc.prefix}{exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

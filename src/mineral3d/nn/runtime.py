@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from mineral3d.errors import InputError
+from mineral3d.errors import ParameterError
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
@@ -60,9 +60,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise InputError("--device", f"{name} requested but torch sees no CUDA GPU (use --device cpu)")
+            raise ParameterError("device", f"{name} requested but torch sees no CUDA GPU (use the cpu device)")
         return torch.device(name)
-    raise InputError("--device", f"must be cpu, cuda, cuda:N or auto, got {name!r}")
+    raise ParameterError("device", f"must be cpu, cuda, cuda:N or auto, got {name!r}")
 
 
 @functools.cache
@@ -85,7 +85,7 @@ def use_bf16(precision: str, device: torch.device, *, training: bool = False) ->
     training runs in fp32 (~1.2x slower) to stay deterministic for a seed.
     """
     if precision not in ("auto", "fp32", "bf16"):
-        raise InputError("--precision", f"must be auto, fp32 or bf16, got {precision!r}")
+        raise ParameterError("precision", f"must be auto, fp32 or bf16, got {precision!r}")
     if precision != "auto":
         return precision == "bf16"
     if device.type == "cuda":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mineral3d.errors import InputError
+from mineral3d.errors import InputError, ParameterError
 from mineral3d.io.sample import SectionData, write_sample
 from mineral3d.phantom import ct as ctm
 from mineral3d.phantom.microstructure import (
@@ -89,19 +89,19 @@ class PhantomConfig:
 
     def __post_init__(self) -> None:
         if self.fraction not in SIEVES_UM:
-            raise InputError("--fraction", f"must be one of {', '.join(SIEVES_UM)}, got {self.fraction!r}")
+            raise ParameterError("fraction", f"must be one of {', '.join(SIEVES_UM)}, got {self.fraction!r}")
         if len(self.shape) != 3 or min(self.shape) < 24:
-            raise InputError("--shape", f"needs three sizes of at least 24 voxels, got {tuple(self.shape)}")
+            raise ParameterError("shape", f"needs three sizes of at least 24 voxels, got {tuple(self.shape)}")
         if self.voxel_um is not None and not self.voxel_um > 0:
-            raise InputError("--voxel-um", f"must be positive, got {self.voxel_um}")
+            raise ParameterError("voxel_um", f"must be positive, got {self.voxel_um}")
         if self.sections < 0:
-            raise InputError("--sections", f"must be 0 or more, got {self.sections}")
+            raise ParameterError("sections", f"must be 0 or more, got {self.sections}")
         if self.map_format not in ("ids", "rgb"):
-            raise InputError("--map-format", f"must be 'ids' or 'rgb', got {self.map_format!r}")
+            raise ParameterError("map_format", f"must be 'ids' or 'rgb', got {self.map_format!r}")
         if self.supersample < 1:
             raise InputError("supersample", "must be at least 1")
         if self.variant not in VARIANTS:
-            raise InputError("--variant", f"must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+            raise ParameterError("variant", f"must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
 
     @property
     def voxel_size_um(self) -> float:
