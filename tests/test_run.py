@@ -222,7 +222,7 @@ def test_particles_of_a_bare_ct_with_the_model(small_sample, full_run, tmp_path)
 
 
 def test_commands_work_on_a_run_output_alone(full_run, tmp_path, capsys):
-    """kernel, measure, particles and report need nothing but the run folder (it records its sample)."""
+    """kernel, measure, particles, validate and report need nothing but the run folder (it records its sample)."""
     import shutil
 
     from mineral3d.cli import main
@@ -257,6 +257,12 @@ def test_commands_work_on_a_run_output_alone(full_run, tmp_path, capsys):
     assert exc.value.code in (0, None), capsys.readouterr().err
     np.testing.assert_array_equal(zarr.open_array(store=str(out / "segmentation.zarr" / "particles"), mode="r")[...],
                                   zarr.open_array(store=str(seg / "particles"), mode="r")[...])
+    with pytest.raises(SystemExit) as exc:  # the run's registration, segmentation and model
+        main(["validate", str(out), "--out", str(tmp_path / "v")])
+    assert exc.value.code in (0, None), capsys.readouterr().err
+    mine = json.loads((tmp_path / "v" / "validation.json").read_text())
+    runs = json.loads((full_run / "validation.json").read_text())
+    assert mine["sections"] == runs["sections"] and mine["all"] == runs["all"]
     (out / "report.html").unlink()
     with pytest.raises(SystemExit) as exc:
         main(["report", str(out)])

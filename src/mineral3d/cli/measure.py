@@ -99,21 +99,37 @@ def measure(
 
 
 def validate(
-    sample: Path = typer.Argument(..., help="Sample folder (or its sample.toml)."),
-    registration: Path = typer.Option(..., help="Folder written by `mineral3d register`."),
-    segmentation: Path = typer.Option(..., help="segmentation.zarr (its phases array is used) or a phase volume."),
+    sample: Path = typer.Argument(..., help="Sample folder (or its sample.toml), or a run output folder: its "
+                                            "recorded sample, registration, segmentation and model are used."),
+    registration: Optional[Path] = typer.Option(None, help="Folder written by `mineral3d register` [default: a "
+                                                           "run output's]."),
+    segmentation: Optional[Path] = typer.Option(None, help="segmentation.zarr (its phases array is used) or a phase "
+                                                           "volume [default: a run output's]."),
     out_dir: Path = typer.Option(..., "--out", help="Folder for validation.json and the CSV tables."),
-    model_dir: Optional[Path] = typer.Option(None, "--model", help="The model: adds its grey-value baseline."),
+    model_dir: Optional[Path] = typer.Option(None, "--model", help="The model: adds its grey-value baseline "
+                                                                   "[default: a run output's]."),
     sections: Optional[str] = typer.Option(None, help="Comma-separated sections [default: validation-role]."),
 ) -> None:
     """Score a phase segmentation against held-out mineral maps, on the CT voxel grid."""
     from mineral3d.baseline import GreyClassifier
     from mineral3d.io import open_sample
+    from mineral3d.io.layout import RunLayout
     from mineral3d.io.volumes import open_volume
     from mineral3d.nn import load_model
+    from mineral3d.pipeline.run import recorded_sample
     from mineral3d.pipeline.validation import validate_sample, write_validation
 
-    s = open_sample(sample)
+    layout = RunLayout(sample)
+    if layout.sample_record.is_file() and not (sample / "sample.toml").is_file():  # a run output
+        s = recorded_sample(sample, need="validate")
+        registration = registration or layout.registration
+        segmentation = segmentation or layout.segmentation
+        model_dir = model_dir or (layout.model if layout.done("train") else None)
+    else:
+        s = open_sample(sample)
+        if registration is None or segmentation is None:
+            raise InputError(sample, "give --registration and --segmentation (or a run output folder instead of "
+                                     "the sample)")
     seg_path = segmentation / "phases" if (segmentation / "phases" / "zarr.json").exists() else segmentation
     seg, _ = open_volume(seg_path, name="phase volume", labels=True)
     if tuple(seg.shape) != tuple(s.ct().shape):
