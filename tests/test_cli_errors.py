@@ -203,7 +203,9 @@ def test_out_of_memory_in_a_run_step_is_one_line_naming_the_step(small_sample, t
     def exhausted(ctx):
         raise MemoryError
 
-    monkeypatch.setattr(run_steps, "step_register", exhausted)
+    from dataclasses import replace
+    monkeypatch.setattr(run_steps, "GRAPH", tuple(replace(s, run=exhausted) if s.name == "register" else s
+                                                  for s in run_steps.GRAPH))
     code, err = run_cli(["run", small_sample, "--out", tmp_path / "out"], capsys)
     assert code == 1, err
     lines = err.strip().splitlines()

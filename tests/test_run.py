@@ -38,6 +38,8 @@ def test_run_writes_every_output(full_run):
         assert (full_run / name).exists(), name
     from mineral3d.io.layout import RunLayout
     from mineral3d.pipeline.run import STEPS
+    from mineral3d.pipeline.run_steps import GRAPH
+    assert tuple(s.name for s in GRAPH) == STEPS
     layout = RunLayout(full_run)
     assert all(layout.done(step) for step in STEPS)  # the layout's markers are the files the steps write
     assert {layout.marker(s).relative_to(full_run).as_posix() for s in STEPS} <= {

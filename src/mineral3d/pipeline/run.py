@@ -182,6 +182,7 @@ class RunContext:
 
 
 STEPS = ("register", "train", "segment", "particles", "grades", "measure", "kernel", "validate", "report")
+"""The step names in order (``run_steps.GRAPH`` holds the steps; a test checks they agree)."""
 
 
 def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
@@ -191,9 +192,10 @@ def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
     write_json(ctx.layout.sample_record, sample_record(ctx.sample))
     from mineral3d.pipeline import run_steps
 
-    for name in STEPS:
-        fn = getattr(run_steps, f"step_{name}")
-        deps, settings, inputs, outputs = run_steps.SPEC[name](ctx)
+    for step in run_steps.GRAPH:
+        name = step.name
+        deps, settings, inputs = step.depends_on(ctx), step.settings(ctx), step.inputs(ctx)
+        outputs = [ctx.layout.marker(name)]
         key = _key(name, settings, [ctx.keys.get(d) for d in deps], _fingerprint(inputs))
         record = ctx.out / ".steps" / f"{name}.json"
         done = False
@@ -209,7 +211,7 @@ def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
             record.unlink(missing_ok=True)
             t = time.perf_counter()
             try:
-                fn(ctx)
+                step.run(ctx)
             except MemoryError as exc:
                 if isinstance(exc, OutOfMemory):
                     raise

@@ -1,14 +1,17 @@
 """The steps of `mineral3d run`: what each reads, its settings, and what it writes.
 
-``SPEC[step](ctx)`` returns ``(depends_on, settings, input_paths, output_paths)``, from
-which :func:`mineral3d.pipeline.run.run` decides whether the step must run. Input paths
-are files from outside the run folder (the sample, an external model); what earlier
-steps wrote is covered by their keys.
+:data:`GRAPH` lists the steps in order as :class:`Step` s: the function that runs it, the
+steps it depends on, its settings and its input files, from which
+:func:`mineral3d.pipeline.run.run` makes the step's key and decides whether it must run
+(its completion marker is :meth:`RunLayout.marker <mineral3d.io.layout.RunLayout.marker>`).
+Input paths are files from outside the run folder (the sample, an external model); what
+earlier steps wrote is covered by their keys.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mineral3d.errors import InputError
@@ -27,31 +30,6 @@ def _grades_version() -> int:
     from mineral3d.pipeline.grades import METHOD_VERSION
 
     return METHOD_VERSION
-
-
-SPEC = {
-    "register": lambda ctx: ([], asdict(ctx.config.register), _sample_files(ctx), [ctx.layout.marker("register")]),
-    "train": lambda ctx: (["register"] if ctx.model_dir is None else [],
-                          [asdict(ctx.config.train), ctx.config.seed, str(ctx.model_dir)],
-                          _sample_files(ctx) if ctx.model_dir is None else [ctx.model_dir],
-                          [ctx.layout.marker("train")]),
-    "segment": lambda ctx: (["train"], [asdict(ctx.config.segment), ctx.config.device],
-                            [ctx.sample.config.ct] + ([ctx.model_dir] if ctx.model_dir else []),
-                            [ctx.layout.marker("segment")]),
-    "particles": lambda ctx: (["segment"], asdict(ctx.config.particles), [ctx.sample.root / "sample.toml"],
-                              [ctx.layout.marker("particles")]),
-    "grades": lambda ctx: (["segment", "register"],
-                           [ctx.config.measure.n_boot, ctx.config.seed, _grades_version()],
-                           _sample_files(ctx) + ([ctx.model_dir] if ctx.model_dir else []),
-                           [ctx.layout.marker("grades")]),
-    "measure": lambda ctx: (["particles", "grades"], [asdict(ctx.config.measure), ctx.config.seed],
-                            _sample_files(ctx), [ctx.layout.marker("measure")]),
-    "kernel": lambda ctx: (["measure"], [asdict(ctx.config.kernel), ctx.config.seed], _sample_files(ctx),
-                           [ctx.layout.marker("kernel")]),
-    "validate": lambda ctx: (["segment", "register", "grades"], [], _sample_files(ctx),
-                             [ctx.layout.marker("validate")]),
-    "report": lambda ctx: (["measure", "kernel", "validate"], [], [], [ctx.layout.marker("report")]),
-}
 
 
 def step_register(ctx) -> None:
@@ -309,3 +287,43 @@ def step_report(ctx) -> None:
         tmp.write_text(html, encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step of ``mineral3d run``.
+
+    ``depends_on``, ``settings`` and ``inputs`` are functions of the run context: the names
+    of the steps whose keys enter this one's, the JSON-able settings it depends on, and the
+    files from outside the run folder it reads.
+    """
+
+    name: str
+    run: Callable[..., None]
+    depends_on: Callable[..., list[str]]
+    settings: Callable[..., object]
+    inputs: Callable[..., list[Path]]
+
+
+def _model_files(ctx) -> list[Path]:
+    return [ctx.model_dir] if ctx.model_dir else []
+
+
+GRAPH: tuple[Step, ...] = (
+    Step("register", step_register, lambda ctx: [], lambda ctx: asdict(ctx.config.register), _sample_files),
+    Step("train", step_train, lambda ctx: ["register"] if ctx.model_dir is None else [],
+         lambda ctx: [asdict(ctx.config.train), ctx.config.seed, str(ctx.model_dir)],
+         lambda ctx: _sample_files(ctx) if ctx.model_dir is None else [ctx.model_dir]),
+    Step("segment", step_segment, lambda ctx: ["train"], lambda ctx: [asdict(ctx.config.segment), ctx.config.device],
+         lambda ctx: [ctx.sample.config.ct] + _model_files(ctx)),
+    Step("particles", step_particles, lambda ctx: ["segment"], lambda ctx: asdict(ctx.config.particles),
+         lambda ctx: [ctx.sample.root / "sample.toml"]),
+    Step("grades", step_grades, lambda ctx: ["segment", "register"],
+         lambda ctx: [ctx.config.measure.n_boot, ctx.config.seed, _grades_version()],
+         lambda ctx: _sample_files(ctx) + _model_files(ctx)),
+    Step("measure", step_measure, lambda ctx: ["particles", "grades"],
+         lambda ctx: [asdict(ctx.config.measure), ctx.config.seed], _sample_files),
+    Step("kernel", step_kernel, lambda ctx: ["measure"], lambda ctx: [asdict(ctx.config.kernel), ctx.config.seed],
+         _sample_files),
+    Step("validate", step_validate, lambda ctx: ["segment", "register", "grades"], lambda ctx: [], _sample_files),
+    Step("report", step_report, lambda ctx: ["measure", "kernel", "validate"], lambda ctx: [], lambda ctx: []),
+)
+"""The steps of ``mineral3d run``, in the order they run."""
