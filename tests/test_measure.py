@@ -247,3 +247,25 @@ def test_particle_table_without_surfaces_keeps_every_other_column():
     assert bare["surface_um2"].isna().all() and full["surface_um2"].gt(0).all()
     keep = [c for c in full.columns if c not in ("surface_um2", "sphericity") and not c.startswith("surf_")]
     pd.testing.assert_frame_equal(bare[keep], full[keep])
+
+
+def test_every_particle_table_column_is_described_with_its_dtype():
+    """measure/columns.py owns the schema: each column of a real table matches one entry and its dtype kind."""
+    from pathlib import Path
+
+    from mineral3d.measure.columns import PARTICLE_COLUMNS, column, markdown_table
+    lab = np.zeros((20, 20, 20), np.uint32)
+    lab[2:8, 2:8, 2:8] = 1
+    lab[10:18, 10:18, 3:12] = 2
+    ph = np.where(lab > 0, 1, 0).astype(np.uint8)
+    ph[12:18, 10:18, 3:12] = 2
+    t = particle_table(lab, ph, voxel_size_um=2.0, phase_table=TABLE)
+    for name in t.columns:
+        assert t[name].dtype.kind == column(name).dtype, name
+    described = {c.name for c in PARTICLE_COLUMNS}
+    used = {column(n).name for n in t.columns}
+    assert described - used == {"grade", "grade_sd"}  # a run adds those (test_run checks them)
+    with pytest.raises(KeyError):
+        column("nonsense")
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "measure.md").read_text()
+    assert markdown_table() in docs  # the docs' table is generated from the module
