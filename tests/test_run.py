@@ -80,6 +80,9 @@ def test_run_writes_every_output(full_run):
     assert json.loads((full_run / "validation.json").read_text())["liberation_trust"]["status"] == verdict
     assert html.index('id="liberation-trust"') < html.index("<h2>Sample and run</h2>")
     assert json.loads((full_run / "config.json").read_text())["train"]["iterations"] == 6
+    # run.json: the process's peak memory after each step (it only grows)
+    peaks = [t["peak_rss_mb"] for t in json.loads((full_run / "run.json").read_text())["timings"].values()]
+    assert len(peaks) == 9 and peaks[0] > 50 and peaks == sorted(peaks), peaks
 
 
 def test_interrupted_run_resumes_to_the_same_summary(small_sample, fast_config, full_run, tmp_path):

@@ -316,8 +316,9 @@ img { max-width: 100%; }
 {% if trust %}<div class="{{ trust.css }}" id="liberation-trust"><b>{{ trust.headline }}</b> {{ trust.text }}</div>{% endif %}
 <h2>Sample and run</h2>
 <table>{% for k, v in facts %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
-{% if timings %}<table><tr><th>step</th><th>time (s)</th><th></th></tr>
+{% if timings %}<table><tr><th>step</th><th>time (s)</th><th>peak memory so far (MB)</th><th></th></tr>
 {% for k, v in timings %}<tr><td>{{ k }}</td><td>{{ "%.1f"|format(v.seconds) }}</td>
+<td>{{ v.peak_rss_mb if v.peak_rss_mb is defined else "" }}</td>
 <td>{{ "skipped (up to date)" if v.skipped else "" }}</td></tr>{% endfor %}</table>{% endif %}
 <h2>Key results</h2>
 <table><tr><th>{{ target }} liberation, share of {{ target }} in particles of grade at least</th>

@@ -185,6 +185,19 @@ STEPS = ("register", "train", "segment", "particles", "grades", "measure", "kern
 """The step names in order (``run_steps.GRAPH`` holds the steps; a test checks they agree)."""
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MB (Linux ``ru_maxrss``; 0 where unavailable).
+
+    Recorded after each step in ``run.json``: the peak only grows, so the step at which it
+    jumps is the one that set it (dask worker processes are not included).
+    """
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0.0
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
     """Run every step (skipping those already done with the same inputs); returns the timings."""
     ctx.out.mkdir(parents=True, exist_ok=True)
@@ -221,7 +234,7 @@ def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
 
             release_memory()
             write_json(record, {"key": key, "seconds": round(dt, 2)})
-            ctx.timings[name] = {"seconds": round(dt, 2), "skipped": False}
+            ctx.timings[name] = {"seconds": round(dt, 2), "skipped": False, "peak_rss_mb": peak_rss_mb()}
             ctx.log(f"{name}: done in {dt:.1f} s")
         ctx.keys[name] = key
         if stop_after == name:
