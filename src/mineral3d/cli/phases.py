@@ -88,8 +88,8 @@ def train(
     Checkpoints go beside the model folder; rerunning an interrupted command resumes.
     """
     from mineral3d.io import open_sample
-    from mineral3d.nn import NetworkConfig, TrainConfig, save_model
-    from mineral3d.pipeline.segment_phases import material_classes, section_labels, train_phase_model
+    from mineral3d.nn import TrainConfig
+    from mineral3d.pipeline.segment_phases import train_on_sections
 
     if out_dir.exists() and not force:
         raise InputError(out_dir, "already exists (use --force to replace it)")
@@ -97,27 +97,21 @@ def train(
     names = [n.strip() for n in sections.split(",")] if sections else None
     for n in names or []:
         s.config.section(n)
-    labels, used = section_labels(s, registration, sections=names)
-    from mineral3d.pipeline.segment_phases import section_area_fractions
-
-    fractions = None if no_calibrate else section_area_fractions(s, registration, used,
-                                                                 material_classes(s.phase_table))
     config = TrainConfig(iterations=iterations, seed=seed, precision=precision,
                          **({} if class_weight is None else {"class_weight": class_weight}))
-    net = NetworkConfig(out_channels=len(material_classes(s.phase_table)),
-                        **({"features": parse_ints(features, "--features")} if features else {}))
-    ckpt = out_dir.parent / f".{out_dir.name}.checkpoint.pt"
-    out.print(f"training on {len(labels)} labelled voxels of sections {', '.join(used)}: "
-              + ", ".join(f"{s.phase_table.name_of(k)} {v}" for k, v in sorted(labels.counts().items())))
+    feats = parse_ints(features, "--features") if features else None
+
+    def announce(labels, used):
+        out.print(f"training on {len(labels)} labelled voxels of sections {', '.join(used)}: "
+                  + ", ".join(f"{s.phase_table.name_of(k)} {v}" for k, v in sorted(labels.counts().items())))
+
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TextColumn("eta"),
                   TimeRemainingColumn(), console=err, disable=not err.is_terminal) as p:
         task = p.add_task("training", total=iterations, loss=float("nan"))
-        model = train_phase_model(s.ct_array(), labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
-                                  network=net, config=config, device=device, checkpoint=ckpt,
-                                  progress=lambda i, n, loss: p.update(task, completed=i, loss=loss),
-                                  info={"sample": str(s.root), "sections": used}, area_fractions=fractions)
-    save_model(out_dir, model, overwrite=force)
+        model = train_on_sections(s, registration, out_dir, sections=names, config=config, features=feats,
+                                  calibrate=not no_calibrate, device=device, announce=announce, overwrite=force,
+                                  progress=lambda i, n, loss: p.update(task, completed=i, loss=loss))
     rec = model.info["record"]
     out.print(f"wrote {out_dir}: {rec['iterations']} iterations in {rec['seconds']:.0f} s, "
               f"final loss {rec['final_loss']:.4f}"

@@ -52,14 +52,8 @@ def _registered(ctx, role: str) -> list[str]:
 
 
 def step_train(ctx) -> None:
-    from mineral3d.nn import NetworkConfig, TrainConfig, load_model, save_model
-    from mineral3d.pipeline.segment_phases import (
-        check_model,
-        material_classes,
-        section_area_fractions,
-        section_labels,
-        train_phase_model,
-    )
+    from mineral3d.nn import TrainConfig, load_model
+    from mineral3d.pipeline.segment_phases import check_model, train_on_sections
 
     s = ctx.sample
     if ctx.model_dir is not None:
@@ -70,20 +64,12 @@ def step_train(ctx) -> None:
     names = _registered(ctx, "train")
     if not names:
         raise InputError(s.root / "sample.toml", "no train-role section could be registered: nothing to learn from")
-    labels, used = section_labels(s, ctx.layout.registration, sections=names)
-    classes = material_classes(s.phase_table)
     t = ctx.config.train
-    fractions = section_area_fractions(s, ctx.layout.registration, used, classes) if t.calibrate else None
     config = TrainConfig(iterations=t.iterations, seed=ctx.config.seed, precision=t.precision,
                          class_weight=t.class_weight)
-    net = NetworkConfig(out_channels=len(classes), features=t.features)
-    ckpt = ctx.out / ".model.checkpoint.pt"
-    model = train_phase_model(s.ct_array(), labels, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
-                              network=net, config=config, device=ctx.config.device, checkpoint=ckpt,
-                              progress=None if ctx.progress is None else
-                              (lambda i, n, loss: ctx.progress("training", i, n)),
-                              info={"sample": str(s.root), "sections": used}, area_fractions=fractions)
-    save_model(ctx.layout.model, model, overwrite=True)
+    train_on_sections(s, ctx.layout.registration, ctx.layout.model, sections=names, config=config,
+                      features=t.features, calibrate=t.calibrate, device=ctx.config.device, overwrite=True,
+                      progress=None if ctx.progress is None else (lambda i, n, loss: ctx.progress("training", i, n)))
 
 
 def step_segment(ctx) -> None:

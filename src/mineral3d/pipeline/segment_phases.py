@@ -106,6 +106,40 @@ def material_classes(table: PhaseTable) -> list[int]:
     return [int(i) for i in table.ids if i != UNCLASSIFIED]
 
 
+def checkpoint_for(model_dir: str | os.PathLike) -> Path:
+    """The training checkpoint of model folder ``model_dir``: ``.<name>.checkpoint.pt`` beside it."""
+    model_dir = Path(model_dir)
+    return model_dir.parent / f".{model_dir.name}.checkpoint.pt"
+
+
+def train_on_sections(sample: Sample, registration: Path, model_dir: Path, *, sections: list[str] | None,
+                      config: TrainConfig, features: tuple[int, ...] | None = None, calibrate: bool = True,
+                      device: str = "auto", progress: Callable[[int, int, float], None] | None = None,
+                      announce: Callable[[SparseLabels, list[str]], None] | None = None,
+                      overwrite: bool = False) -> Model:
+    """Train a phase model on the registered ``sections`` of ``sample`` and save it to ``model_dir``.
+
+    The one implementation behind ``mineral3d train`` and the run's train step: sparse
+    labels from the registered maps, the sections' area fractions for calibration (unless
+    ``calibrate`` is False), a checkpoint beside the model folder (:func:`checkpoint_for`:
+    an interrupted call resumes). ``announce(labels, used_sections)`` is called before training.
+    """
+    from mineral3d.nn import save_model
+
+    labels, used = section_labels(sample, registration, sections=sections)
+    classes = material_classes(sample.phase_table)
+    fractions = section_area_fractions(sample, registration, used, classes) if calibrate else None
+    network = NetworkConfig(out_channels=len(classes), **({"features": tuple(features)} if features else {}))
+    if announce is not None:
+        announce(labels, used)
+    model = train_phase_model(sample.ct_array(), labels, voxel_size_um=sample.voxel_size_um,
+                              phase_table=sample.phase_table, network=network, config=config, device=device,
+                              checkpoint=checkpoint_for(model_dir), progress=progress,
+                              info={"sample": str(sample.root), "sections": used}, area_fractions=fractions)
+    save_model(model_dir, model, overwrite=overwrite)
+    return model
+
+
 def train_phase_model(ct: np.ndarray, labels: SparseLabels, *, voxel_size_um: float, phase_table: PhaseTable,
                       network: NetworkConfig | None = None, config: TrainConfig = TrainConfig(),
                       device: str = "auto", checkpoint: str | os.PathLike | None = None,
