@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	# torch first: the CPU build on this machine's disk; a bare `torch` would pull CUDA.
 	$(PIP) install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
-	$(PIP) install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	$(PY) -c "import mineral3d, torch, zarr, tifffile, edt, cc3d"
+	$(PIP) install -q -e '.[dev,view]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -c "import mineral3d, torch, zarr, tifffile, edt, cc3d, napari"
 	touch $(STAMP)
 
 test: install

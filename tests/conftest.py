@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -33,4 +34,28 @@ def sectioned_sample(tmp_path_factory) -> Path:
     """A fine sample at 3 µm voxels, 64 x 224 x 224, whose maps hold ~15 particle sections each (~1 min)."""
     out = tmp_path_factory.mktemp("samples") / "fine3um"
     generate_sample(out, PhantomConfig(fraction="fine", seed=5, shape=(64, 224, 224), voxel_um=3.0, sections=3))
+    return out
+
+
+FAST = {"train": {"iterations": 6, "features": [4, 4, 8, 8, 16, 4], "precision": "fp32"},
+        "segment": {"precision": "fp32"}, "measure": {"n_boot": 50}, "device": "cpu", "correct": {"iterations": 40}}
+"""Settings of the end-to-end tests: a tiny network trained for 6 iterations (seconds, not minutes)."""
+
+
+@pytest.fixture(scope="session")
+def fast_config(tmp_path_factory):
+    from mineral3d.pipeline.run import load_config
+
+    p = tmp_path_factory.mktemp("cfg") / "fast.json"
+    p.write_text(json.dumps(FAST))
+    return load_config(p)
+
+
+@pytest.fixture(scope="session")
+def full_run(small_sample, fast_config, tmp_path_factory) -> Path:
+    """A finished `mineral3d run` of ``small_sample`` with ``FAST`` settings (read-only: copy before changing it)."""
+    from mineral3d.pipeline.run import open_run, run
+
+    out = tmp_path_factory.mktemp("run") / "out"
+    run(open_run(small_sample, out, config=fast_config, log=lambda m: None))
     return out

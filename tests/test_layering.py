@@ -1,7 +1,7 @@
 """The layering contract: lower layers never import higher ones.
 
     core (errors, phase_table, plane, io, register, labels, ...)  <-  measure, nn, phantom
-        <-  figures, report  <-  pipeline  <-  cli
+        <-  figures, report  <-  pipeline, viewer  <-  cli
 
 Checked by parsing every module's imports (including imports inside functions), so a
 violation fails ``make test`` wherever it hides.
@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = {  # first dotted component below mineral3d -> layer; anything not listed is core (0)
     "measure": 1, "nn": 1, "phantom": 1,
     "figures": 2, "report": 2,
-    "pipeline": 3,
+    "pipeline": 3, "viewer": 3,
     "cli": 4,
 }
 

@@ -160,3 +160,56 @@ def thicken(labels: SparseLabels, normal_zyx, slab: int) -> SparseLabels:
         parts.append(SparseLabels(labels.shape, idx[order], labels.label[ok][order], labels.fraction[ok][order],
                                   labels.pixels[ok][order]))
     return merge_labels(parts)
+
+
+def with_corrections(labels: SparseLabels | None, index: np.ndarray, label: np.ndarray, *, shape=None,
+                     weight: float = 2.0) -> tuple[SparseLabels, np.ndarray, np.ndarray]:
+    """Section labels plus the user's painted corrections, with per-voxel loss weights.
+
+    The user's word wins: where a correction and a section label disagree, the voxel takes
+    the correction. Corrected voxels weigh ``weight`` in the loss (section voxels 1), and
+    those that overrule a section label weigh twice that: the sections already taught the
+    model the opposite there.
+
+    Parameters
+    ----------
+    labels : SparseLabels or None
+        Section labels (None: corrections only).
+    index, label : (M,) ndarray
+        Flat C-order indices (unique) and phase ids of the corrected voxels.
+    shape : tuple of int, optional
+        Volume shape, when ``labels`` is None.
+    weight : float
+        Loss weight of a corrected voxel.
+
+    Returns
+    -------
+    labels : SparseLabels
+        The union (sorted by index).
+    voxel_weight : (N,) float32 ndarray
+    corrected : (N,) bool ndarray
+        Whether each voxel comes from the corrections.
+    """
+    index = np.asarray(index, np.int64)
+    label = np.asarray(label, np.uint8)
+    if labels is None:
+        labels = SparseLabels(tuple(shape), np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.float32),
+                              np.zeros(0, np.int32))
+    if shape is not None and tuple(shape) != tuple(labels.shape):
+        raise ValueError(f"corrections of shape {tuple(shape)} for labels of shape {labels.shape}")
+    pos = np.searchsorted(labels.index, index)
+    hit = pos < len(labels)
+    hit[hit] = labels.index[pos[hit]] == index[hit]
+    overruled = np.zeros(index.size, bool)
+    overruled[hit] = labels.label[pos[hit]] != label[hit]
+    keep = np.ones(len(labels), bool)
+    keep[pos[hit]] = False  # section voxels that were painted over
+    all_index = np.concatenate([labels.index[keep], index])
+    order = np.argsort(all_index, kind="stable")
+    merged = SparseLabels(labels.shape, all_index[order], np.concatenate([labels.label[keep], label])[order],
+                          np.concatenate([labels.fraction[keep], np.ones(index.size, np.float32)])[order],
+                          np.concatenate([labels.pixels[keep], np.zeros(index.size, np.int32)])[order])
+    w = np.concatenate([np.ones(int(keep.sum()), np.float32),
+                        np.where(overruled, 2 * weight, weight).astype(np.float32)])[order]
+    corrected = np.concatenate([np.zeros(int(keep.sum()), bool), np.ones(index.size, bool)])[order]
+    return merged, w, corrected

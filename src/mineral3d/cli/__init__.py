@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from mineral3d.cli import kernel, measure, particles, phases, run, sample
+from mineral3d.cli import kernel, measure, particles, phases, run, sample, view
 from mineral3d.cli.app import app
 
 COMMANDS = (  # (command name or None for the function's name, function)
@@ -33,6 +33,7 @@ COMMANDS = (  # (command name or None for the function's name, function)
     ("measure-map", measure.measure_map_cmd),
     ("kernel", kernel.kernel_cmd),
     (None, kernel.correct),
+    (None, view.view),
 )
 
 for _name, _fn in COMMANDS:

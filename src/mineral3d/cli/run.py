@@ -26,7 +26,7 @@ def config_cmd(
 
 
 def _run(sample: Path, out_dir: Path, cfg, model: Path | None, scheduler: str | None = None,
-         workers: int | None = None) -> None:
+         workers: int | None = None, corrections: Path | None = None) -> None:
     from mineral3d.cluster import open_scheduler
     from mineral3d.nn.runtime import resolve_device
     from mineral3d.pipeline.run import open_run
@@ -35,7 +35,7 @@ def _run(sample: Path, out_dir: Path, cfg, model: Path | None, scheduler: str | 
     resolve_device(cfg.device)
     with open_scheduler(scheduler, workers) as sched, progress_bars() as p:
         ctx = open_run(sample, out_dir, config=cfg, model=model, progress=StageProgress(p),
-                       log=lambda m: err.print(m), scheduler=sched)
+                       log=lambda m: err.print(m), scheduler=sched, corrections=corrections)
         timings = run_pipeline(ctx)
     total = sum(t["seconds"] for t in timings.values())
     out.print(f"done in {total:.0f} s; report: {out_dir / 'report.html'}")
@@ -70,14 +70,21 @@ def run_cmd(
     iterations: Optional[int] = typer.Option(None, help="Training iterations (overrides the config)."),
     scheduler: Optional[str] = SCHEDULER_OPTION,
     workers: Optional[int] = WORKERS_OPTION,
+    corrections: Optional[Path] = typer.Option(None, help="Phase ids painted in `mineral3d view` (OUT/corrections."
+                                                          "zarr): fine-tune the model on the sections plus these, "
+                                                          "then redo the steps after training."),
 ) -> None:
     """Everything: register, train, segment phases and particles, measure, validate, report."""
     if model is not None:
         from mineral3d.nn import load_model
 
         load_model(model)  # a bad model folder fails before any work
+    if corrections is not None:
+        from mineral3d.io.corrections import read_corrections
+
+        read_corrections(corrections)  # nothing saved there: fail before any work
     _run(sample, out_dir, _settings(config_file, device=device, seed=seed, iterations=iterations), model,
-         scheduler, workers)
+         scheduler, workers, corrections)
 
 
 def apply_cmd(

@@ -14,6 +14,9 @@ A run (``mineral3d run`` or ``apply``) writes, under its output folder ``OUT``::
     kernel/                  status.json (last), kernel and corrected.json
     validation.json          validation_scores.csv, validation_confusion.csv
     report.html
+    corrections.zarr/        phase ids painted in `mineral3d view` (rounds, appended)
+    model_corrected/         the model fine-tuned on sections + corrections (run --corrections)
+    suggest/                 suggest-section: suggestions.csv, suggestions.png
 """
 
 from __future__ import annotations
@@ -126,12 +129,28 @@ class RunLayout:
     def report(self) -> Path:
         return self.root / "report.html"
 
+    @property
+    def corrections(self) -> Path:
+        """Phase ids painted in ``mineral3d view`` (:mod:`mineral3d.io.corrections`)."""
+        return self.root / "corrections.zarr"
+
+    @property
+    def corrected_model(self) -> Path:
+        """The model fine-tuned on the sections plus the corrections (``run --corrections``)."""
+        return self.root / "model_corrected"
+
+    @property
+    def suggestions(self) -> Path:
+        """``mineral3d suggest-section`` output: where the next SEM section would teach the model most."""
+        return self.root / "suggest"
+
     # --- completeness ------------------------------------------------------------------------
     def marker(self, step: str) -> Path:
         """The file a step writes last: it exists only when the step's output is complete."""
         return {
             "register": self.registration_record,
             "train": self.model / "model.json",
+            "correct": self.corrected_model / "model.json",
             "segment": self.phases / "zarr.json",
             "particles": self.particle_labels / "zarr.json",
             "grades": self.trust,

@@ -153,7 +153,8 @@ class PatchSampler:
     """
 
     def __init__(self, image: np.ndarray, zyx: np.ndarray, target: np.ndarray, n_classes: int,
-                 config: TrainConfig) -> None:
+                 config: TrainConfig, *, weight: np.ndarray | None = None, focus: np.ndarray | None = None,
+                 focus_share: float = 0.5) -> None:
         self.config = config
         patch = np.array(config.patch)
         pad = np.maximum(0, patch - np.array(image.shape))
@@ -171,10 +172,19 @@ class PatchSampler:
         self.class_p = p / p.sum()
         order = np.argsort(target, kind="stable")
         self.by_class = {int(c): zyx[order][target[order] == c] for c in self.present}
+        self.weight = None
+        if weight is not None:  # per-voxel loss weights (e.g. the user's corrections count more)
+            self.weight = np.zeros(self.image.shape, np.float32)
+            self.weight[tuple(zyx.T)] = np.asarray(weight, np.float32)
+        self.focus = None
+        if focus is not None and np.any(focus):  # a share of the patches is centred on these voxels
+            self.focus, self.focus_share = zyx[np.asarray(focus, bool)], float(focus_share)
 
     def _origin(self, rng: np.random.Generator) -> np.ndarray:
-        c = int(rng.choice(self.present, p=self.class_p))
-        pts = self.by_class[c]
+        if self.focus is not None and rng.random() < self.focus_share:
+            pts = self.focus
+        else:
+            pts = self.by_class[int(rng.choice(self.present, p=self.class_p))]
         centre = pts[rng.integers(0, len(pts))]
         patch = np.array(self.config.patch)
         jitter = rng.integers(-(patch // 4), patch // 4 + 1)
@@ -183,23 +193,33 @@ class PatchSampler:
 
     def batch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(B, 1, z, y, x) float32 images and (B, z, y, x) int64 targets."""
+        x, y, _ = self.weighted_batch(rng)
+        return x, y
+
+    def weighted_batch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`batch` and the (B, z, y, x) float32 per-voxel loss weights (None without weights)."""
         cfg = self.config
-        xs, ys = [], []
+        xs, ys, ws = [], [], []
         for _ in range(cfg.batch_size):
             o = self._origin(rng)
             sl = tuple(slice(int(a), int(a) + p) for a, p in zip(o, cfg.patch))
             x, y = self.image[sl], self.dense[sl]
+            w = self.weight[sl] if self.weight is not None else None
             flips = tuple(int(a) for a in np.flatnonzero(rng.random(3) < 0.5))
             if flips:
                 x, y = np.flip(x, flips), np.flip(y, flips)
+                w = None if w is None else np.flip(w, flips)
             k = int(rng.integers(0, 4))
             if k:
                 x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
+                w = None if w is None else np.rot90(w, k, axes=(1, 2))
             gain = 1.0 + rng.uniform(-cfg.gain_jitter, cfg.gain_jitter)
             off = rng.uniform(-cfg.offset_jitter, cfg.offset_jitter)
             xs.append(np.ascontiguousarray(x, dtype=np.float32) * np.float32(gain) + np.float32(off))
             ys.append(np.ascontiguousarray(y))
-        return np.stack(xs)[:, None], np.stack(ys).astype(np.int64)
+            if w is not None:
+                ws.append(np.ascontiguousarray(w))
+        return np.stack(xs)[:, None], np.stack(ys).astype(np.int64), (np.stack(ws) if ws else None)
 
 
 def class_weights(target: np.ndarray, n_classes: int, power: float, device) -> torch.Tensor | None:
@@ -210,6 +230,17 @@ def class_weights(target: np.ndarray, n_classes: int, power: float, device) -> t
     w = np.where(counts > 0, np.maximum(counts, 1.0) ** -power, 0.0)
     w *= counts.sum() / max((w * counts).sum(), 1e-12)
     return torch.tensor(w, dtype=torch.float32, device=device)
+
+
+def _weighted_loss(logits: torch.Tensor, target: torch.Tensor, voxel_w: torch.Tensor,
+                   class_w: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy weighted per class and per voxel, normalised by the total weight."""
+    ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
+    labelled = target != IGNORE
+    w = voxel_w * labelled
+    if class_w is not None:
+        w = w * class_w[target.clamp(min=0)]
+    return (ce * w).sum() / w.sum().clamp(min=1e-12)
 
 
 def _fingerprint(network: NetworkConfig, config: TrainConfig, image: np.ndarray, zyx: np.ndarray,
@@ -224,7 +255,8 @@ def _fingerprint(network: NetworkConfig, config: TrainConfig, image: np.ndarray,
 
 def train(image: np.ndarray, zyx: np.ndarray, target: np.ndarray, network: NetworkConfig, config: TrainConfig,
           *, device: torch.device | str = "cpu", checkpoint: str | os.PathLike | None = None,
-          progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
+          progress: Callable[[int, int, float], None] | None = None, weight: np.ndarray | None = None,
+          focus: np.ndarray | None = None, init_state: dict | None = None) -> TrainResult:
     """Train ``network`` on labelled voxels of one volume.
 
     Parameters
@@ -241,6 +273,14 @@ def train(image: np.ndarray, zyx: np.ndarray, target: np.ndarray, network: Netwo
         File for periodic checkpoints. If it exists and was written by a run with the same
         inputs and settings, training resumes from it; it is deleted when training ends.
     progress : callable(iteration, total, loss), optional
+    weight : (N,) float ndarray, optional
+        Loss weight of each labelled voxel (default: all 1). The loss is then the
+        weighted mean ``sum(w_class * w_voxel * ce) / sum(w_class * w_voxel)``.
+    focus : (N,) bool ndarray, optional
+        Voxels on which half of the patches are centred (e.g. the user's corrections),
+        whatever their class.
+    init_state : dict, optional
+        Start from these weights (fine-tuning) instead of a random initialisation.
 
     Returns
     -------
@@ -251,10 +291,12 @@ def train(image: np.ndarray, zyx: np.ndarray, target: np.ndarray, network: Netwo
     target = np.asarray(target, dtype=np.int64)
     if target.size and (target.min() < 0 or target.max() >= network.out_channels):
         raise InputError("labels", f"class indices must be in 0..{network.out_channels - 1}")
-    sampler = PatchSampler(image, zyx, target, network.out_channels, config)
+    sampler = PatchSampler(image, zyx, target, network.out_channels, config, weight=weight, focus=focus)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     net = network.build().to(device)
+    if init_state is not None:
+        net.load_state_dict(init_state)
     opt = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: _lr_factor(it, config))
     bf16 = runtime.use_bf16(config.precision, device, training=True)
@@ -263,6 +305,13 @@ def train(image: np.ndarray, zyx: np.ndarray, target: np.ndarray, network: Netwo
     losses: list[float] = []
     start_it, elapsed, skipped = 0, 0.0, 0
     key = _fingerprint(network, config, image, zyx, target)
+    if weight is not None or focus is not None or init_state is not None:
+        h = hashlib.sha256(key.encode())
+        for a in (weight, focus):
+            h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+        for v in (init_state or {}).values():
+            h.update(v.detach().cpu().numpy().tobytes()[:4096])
+        key = h.hexdigest()[:16]
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.is_file():
         try:
@@ -278,17 +327,20 @@ def train(image: np.ndarray, zyx: np.ndarray, target: np.ndarray, network: Netwo
             losses, start_it, elapsed = list(saved["losses"]), int(saved["iteration"]), float(saved["elapsed"])
             skipped = int(saved.get("skipped", 0))
     resumed_at = start_it
-    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(target, network.out_channels, config.class_weight, device),
-                                        ignore_index=IGNORE)
+    cw = class_weights(target, network.out_channels, config.class_weight, device)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=cw, ignore_index=IGNORE)
     net.train()
     t0 = time.perf_counter()
     for it in range(start_it, config.iterations):
-        x, y = sampler.batch(rng)
+        x, y, w = sampler.weighted_batch(rng)
         xt = torch.from_numpy(x).to(device)
         yt = torch.from_numpy(y).to(device)
         with runtime.autocast(device, bf16):
             logits = net(xt)
-        loss = loss_fn(logits.float(), yt)
+        if w is None:
+            loss = loss_fn(logits.float(), yt)
+        else:
+            loss = _weighted_loss(logits.float(), yt, torch.from_numpy(w).to(device), cw)
         opt.zero_grad(set_to_none=True)
         ok = bool(torch.isfinite(loss))
         if ok:

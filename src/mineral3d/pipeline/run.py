@@ -65,6 +65,15 @@ class MeasureSettings:
 
 
 @dataclass(frozen=True)
+class CorrectSettings:
+    """Fine-tuning on the user's painted corrections (``run --corrections``; ignored without it)."""
+
+    iterations: int = 300
+    learning_rate: float = 1e-3
+    weight: float = 2.0
+
+
+@dataclass(frozen=True)
 class KernelSettings:
     """The 2D -> 3D kernel of this run's 3D result, and the correction of its own SEM maps."""
 
@@ -84,6 +93,7 @@ class RunConfig:
     particles: ParticleSettings = field(default_factory=ParticleSettings)
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     kernel: KernelSettings = field(default_factory=KernelSettings)
+    correct: CorrectSettings = field(default_factory=CorrectSettings)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -174,14 +184,21 @@ class RunContext:
     timings: dict = field(default_factory=dict)
     scheduler: object = None
     """Where volume steps run (:mod:`mineral3d.cluster`); results do not depend on it, so it is no step setting."""
+    corrections: Path | None = None
+    """The user's painted corrections (``--corrections``): the model is fine-tuned on them (step ``correct``)."""
 
     @property
     def layout(self) -> RunLayout:
         """The paths of this run's outputs."""
         return RunLayout(self.out, self.model_dir)
 
+    @property
+    def phase_model(self) -> Path:
+        """The model that segments: fine-tuned on the corrections when given, else the trained (or given) one."""
+        return self.layout.corrected_model if self.corrections is not None else self.layout.model
 
-STEPS = ("register", "train", "segment", "particles", "grades", "measure", "kernel", "validate", "report")
+
+STEPS = ("register", "train", "correct", "segment", "particles", "grades", "measure", "kernel", "validate", "report")
 """The step names in order (``run_steps.GRAPH`` holds the steps; a test checks they agree)."""
 
 
@@ -207,6 +224,8 @@ def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
 
     for step in run_steps.GRAPH:
         name = step.name
+        if not step.enabled(ctx):
+            continue
         deps, settings, inputs = step.depends_on(ctx), step.settings(ctx), step.inputs(ctx)
         outputs = [ctx.layout.marker(name)]
         key = _key(name, settings, [ctx.keys.get(d) for d in deps], _fingerprint(inputs))

@@ -72,6 +72,34 @@ def step_train(ctx) -> None:
                       progress=None if ctx.progress is None else (lambda i, n, loss: ctx.progress("training", i, n)))
 
 
+def step_correct(ctx) -> None:
+    """Fine-tune the model on the train sections plus the user's corrections (only with ``--corrections``)."""
+    from mineral3d.nn import TrainConfig
+    from mineral3d.pipeline.segment_phases import finetune_on_corrections
+
+    c = ctx.config.correct
+    config = TrainConfig(iterations=c.iterations, learning_rate=c.learning_rate, warmup=min(20, c.iterations),
+                         seed=ctx.config.seed, precision=ctx.config.train.precision,
+                         class_weight=ctx.config.train.class_weight)
+    names = _registered(ctx, "train") if ctx.layout.registration_record.is_file() else []
+    m = finetune_on_corrections(ctx.sample, ctx.layout.registration, ctx.layout.model, ctx.corrections,
+                                ctx.layout.corrected_model, sections=names, config=config, correction_weight=c.weight,
+                                device=ctx.config.device,
+                                progress=None if ctx.progress is None else
+                                (lambda i, n, loss: ctx.progress("fine-tuning on corrections", i, n)))
+    info = m.info["corrections"]
+    ctx.log(f"  fine-tuned on {info['voxels']} corrected voxels (round {info['round']}) + the train sections")
+
+
+def _correction_files(ctx) -> list[Path]:
+    from mineral3d.io.corrections import correction_rounds
+
+    rounds = correction_rounds(ctx.corrections)
+    if not rounds:
+        raise InputError(ctx.corrections, "no saved corrections here (paint in `mineral3d view` and save first)")
+    return [rounds[-1]]
+
+
 def step_segment(ctx) -> None:
     from mineral3d.io.volumes import open_volume
     from mineral3d.nn import load_model
@@ -79,7 +107,7 @@ def step_segment(ctx) -> None:
     from mineral3d.pipeline.segment_phases import check_model, segment_phases
 
     s, cfg = ctx.sample, ctx.config.segment
-    model = load_model(ctx.layout.model)
+    model = load_model(ctx.phase_model)
     vol, _ = open_volume(s.config.ct)
     zoom = check_model(model, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
                        allow_resample=cfg.allow_resample, source=str(s.root), ct=vol)
@@ -114,10 +142,10 @@ def step_grades(ctx) -> None:
     train = _registered(ctx, "train")
     calibration, source, trust, pairs = check_grades(
         ctx.sample, ctx.layout.registration, seg, train=train, validation=_registered(ctx, "validation"),
-        model_calibration=None if train else read_model_calibration(ctx.layout.model), n_boot=ctx.config.measure.n_boot,
+        model_calibration=None if train else read_model_calibration(ctx.phase_model), n_boot=ctx.config.measure.n_boot,
         seed=ctx.config.seed)
-    if ctx.model_dir is None and calibration is not None:
-        store_with_model(ctx.layout.model, calibration)  # this run's own model: `apply` uses it
+    if (ctx.model_dir is None or ctx.corrections is not None) and calibration is not None:
+        store_with_model(ctx.phase_model, calibration)  # this run's own model: `apply` uses it
     write_grades(ctx.out, calibration, source, trust, pairs)
     if calibration is not None:
         ctx.log(f"  grade calibration: {calibration.note}")
@@ -253,7 +281,7 @@ def step_validate(ctx) -> None:
     s = ctx.sample
     names = _registered(ctx, "validation")
     seg = zarr.open_array(store=str(ctx.layout.phases), mode="r")
-    m = load_model(ctx.layout.model)
+    m = load_model(ctx.phase_model)
     base = GreyClassifier.from_dict(m.info["baseline"]) if "baseline" in m.info else None
     if not names:
         write_json(ctx.layout.validation, {"sections": {}, "all": {},
@@ -287,6 +315,8 @@ class Step:
     depends_on: Callable[..., list[str]]
     settings: Callable[..., object]
     inputs: Callable[..., list[Path]]
+    enabled: Callable[..., bool] = lambda ctx: True
+    """A disabled step is neither run nor recorded (``correct`` runs only with ``--corrections``)."""
 
 
 def _model_files(ctx) -> list[Path]:
@@ -298,7 +328,11 @@ GRAPH: tuple[Step, ...] = (
     Step("train", step_train, lambda ctx: ["register"] if ctx.model_dir is None else [],
          lambda ctx: [asdict(ctx.config.train), ctx.config.seed, str(ctx.model_dir)],
          lambda ctx: _sample_files(ctx) if ctx.model_dir is None else [ctx.model_dir]),
-    Step("segment", step_segment, lambda ctx: ["train"], lambda ctx: [asdict(ctx.config.segment), ctx.config.device],
+    Step("correct", step_correct, lambda ctx: ["train", "register"] if ctx.model_dir is None else ["train"],
+         lambda ctx: [asdict(ctx.config.correct), ctx.config.seed, ctx.config.device], _correction_files,
+         enabled=lambda ctx: ctx.corrections is not None),
+    Step("segment", step_segment, lambda ctx: ["train"] + (["correct"] if ctx.corrections is not None else []),
+         lambda ctx: [asdict(ctx.config.segment), ctx.config.device],
          lambda ctx: [ctx.sample.config.ct] + _model_files(ctx)),
     Step("particles", step_particles, lambda ctx: ["segment"], lambda ctx: asdict(ctx.config.particles),
          lambda ctx: [ctx.sample.root / "sample.toml"]),

@@ -140,16 +140,62 @@ def train_on_sections(sample: Sample, registration: Path, model_dir: Path, *, se
     return model
 
 
+def finetune_on_corrections(sample: Sample, registration: Path | None, base_dir: Path, corrections_path: Path,
+                            model_dir: Path, *, sections: list[str], config: TrainConfig,
+                            correction_weight: float = 2.0, device: str = "auto",
+                            progress: Callable[[int, int, float], None] | None = None) -> Model:
+    """Fine-tune the model in ``base_dir`` on the sections' labels plus the user's corrections; save to ``model_dir``.
+
+    Labels: the registered ``sections`` (none for a sample without sections) merged with
+    the latest round of ``corrections_path`` by :func:`mineral3d.labels.with_corrections`
+    (corrections overrule section labels and weigh ``correction_weight``, twice that where
+    they overrule); half of the patches are centred on corrected voxels. Training starts
+    from the base model's weights and grey levels and runs ``config.iterations``; the class
+    offsets are recalibrated on the sections' area fractions as in :func:`train_on_sections`.
+    """
+    from mineral3d.io.corrections import read_corrections
+    from mineral3d.labels import with_corrections
+    from mineral3d.nn import load_model, save_model
+
+    base = load_model(base_dir)
+    ct = sample.ct_array()
+    corr = read_corrections(corrections_path, shape=ct.shape)
+    table = sample.phase_table
+    unknown = sorted(set(np.unique(corr.label).tolist()) - set(material_classes(table)))
+    if unknown:
+        raise InputError(corrections_path, f"painted phase ids {unknown} are not in the phase table")
+    labels = section_labels(sample, registration, sections=sections)[0] if sections else None
+    merged, weight, corrected = with_corrections(labels, corr.index, corr.label, shape=ct.shape,
+                                                 weight=correction_weight)
+    fractions = base.info.get("section_area_fractions")
+    fractions = None if fractions is None else np.array([fractions[table.name_of(c)] for c in base.classes])
+    model = train_phase_model(ct, merged, voxel_size_um=sample.voxel_size_um, phase_table=table,
+                              config=config, device=device, checkpoint=checkpoint_for(model_dir),
+                              progress=progress, area_fractions=fractions, voxel_weight=weight, focus=corrected,
+                              init=base, info={"sample": str(sample.root), "sections": sections,
+                                               "fine_tuned_from": str(base_dir),
+                                               "corrections": {"store": str(corrections_path), "round": corr.round,
+                                                               "voxels": len(corr),
+                                                               "per_phase": {table.name_of(k): v for k, v in
+                                                                             corr.counts().items()},
+                                                               "weight": correction_weight}})
+    save_model(model_dir, model, overwrite=True)
+    return model
+
+
 def train_phase_model(ct: np.ndarray, labels: SparseLabels, *, voxel_size_um: float, phase_table: PhaseTable,
                       network: NetworkConfig | None = None, config: TrainConfig = TrainConfig(),
                       device: str = "auto", checkpoint: str | os.PathLike | None = None,
                       progress: Callable[[int, int, float], None] | None = None, info: dict | None = None,
-                      area_fractions: np.ndarray | None = None) -> Model:
+                      area_fractions: np.ndarray | None = None, voxel_weight: np.ndarray | None = None,
+                      focus: np.ndarray | None = None, init: Model | None = None) -> Model:
     """Train a phase model on ``labels`` of ``ct``; also fits the grey-value baseline on them.
 
     With ``area_fractions`` (per class, from :func:`section_area_fractions`), the model's
     material-phase offsets are calibrated so that its modal mineralogy on ``ct`` matches
-    them (:mod:`mineral3d.calibrate`).
+    them (:mod:`mineral3d.calibrate`). ``voxel_weight`` and ``focus`` (per labelled voxel)
+    go to :func:`mineral3d.nn.train.train`; ``init`` (a model of the same network) is
+    fine-tuned instead of training from random weights, with its grey levels.
     """
     classes = material_classes(phase_table)
     lut = np.full(256, -1, np.int64)
@@ -158,14 +204,15 @@ def train_phase_model(ct: np.ndarray, labels: SparseLabels, *, voxel_size_um: fl
     if (target < 0).any():
         bad = sorted(set(labels.label[target < 0].tolist()))
         raise InputError("labels", f"phase ids {bad} are not in the phase table")
-    levels = GreyLevels.from_volume(ct, seed=config.seed)
+    levels = init.levels if init is not None else GreyLevels.from_volume(ct, seed=config.seed)
     image = levels.normalise(ct)
-    network = network or NetworkConfig(out_channels=len(classes))
+    network = init.network if init is not None else network or NetworkConfig(out_channels=len(classes))
     if network.out_channels != len(classes):
         raise InputError("network", f"{network.out_channels} outputs for {len(classes)} phases")
     dev = runtime.resolve_device(device)
     result = train(image, labels.zyx, target, network, config, device=dev, checkpoint=checkpoint,
-                   progress=progress)
+                   progress=progress, weight=voxel_weight, focus=focus,
+                   init_state=None if init is None else init.state)
     baseline = GreyClassifier.fit(image.reshape(-1)[labels.index], labels.label)
     record = {"train": config.to_dict(), "record": result.record(), "labels": {
         "voxels": len(labels), "per_phase": {phase_table.name_of(k): v for k, v in labels.counts().items()}},
