@@ -82,6 +82,10 @@ def train(
     no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Keep the network's own phase balance instead "
                                                                     "of matching the sections' area fractions."),
     force: bool = typer.Option(False, "--force", help="Replace an existing model folder."),
+    corrections: Optional[Path] = typer.Option(None, help="Phase ids painted in `mineral3d view` (a corrections."
+                                                          "zarr): learnt with the sections, weighing 2x."),
+    init: Optional[Path] = typer.Option(None, help="With --corrections: fine-tune this model (e.g. OUT/model) "
+                                                   "instead of training from random weights."),
 ) -> None:
     """Train a 3D phase CNN on the registered sections (loss only on the voxels they label).
 
@@ -109,9 +113,25 @@ def train(
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TextColumn("eta"),
                   TimeRemainingColumn(), console=err, disable=not err.is_terminal) as p:
         task = p.add_task("training", total=iterations, loss=float("nan"))
-        model = train_on_sections(s, registration, out_dir, sections=names, config=config, features=feats,
-                                  calibrate=not no_calibrate, device=device, announce=announce, overwrite=force,
-                                  progress=lambda i, n, loss: p.update(task, completed=i, loss=loss))
+        if init is not None:
+            if corrections is None:
+                raise InputError(init, "--init fine-tunes on --corrections: give them")
+            import dataclasses
+
+            from mineral3d.pipeline.segment_phases import finetune_on_corrections
+
+            config = dataclasses.replace(config, learning_rate=1e-3, warmup=min(20, iterations))  # as run's `correct`
+
+            model = finetune_on_corrections(s, registration, init, corrections, out_dir,
+                                            sections=names or [c.name for c in s.config.sections
+                                                               if c.role == "train"],
+                                            config=config, device=device,
+                                            progress=lambda i, n, loss: p.update(task, completed=i, loss=loss))
+        else:
+            model = train_on_sections(s, registration, out_dir, sections=names, config=config, features=feats,
+                                      calibrate=not no_calibrate, device=device, announce=announce, overwrite=force,
+                                      progress=lambda i, n, loss: p.update(task, completed=i, loss=loss),
+                                      corrections=corrections)
     rec = model.info["record"]
     out.print(f"wrote {out_dir}: {rec['iterations']} iterations in {rec['seconds']:.0f} s, "
               f"final loss {rec['final_loss']:.4f}"

@@ -116,17 +116,27 @@ def train_on_sections(sample: Sample, registration: Path, model_dir: Path, *, se
                       config: TrainConfig, features: tuple[int, ...] | None = None, calibrate: bool = True,
                       device: str = "auto", progress: Callable[[int, int, float], None] | None = None,
                       announce: Callable[[SparseLabels, list[str]], None] | None = None,
-                      overwrite: bool = False) -> Model:
+                      overwrite: bool = False, corrections: Path | None = None,
+                      correction_weight: float = 2.0) -> Model:
     """Train a phase model on the registered ``sections`` of ``sample`` and save it to ``model_dir``.
 
     The one implementation behind ``mineral3d train`` and the run's train step: sparse
     labels from the registered maps, the sections' area fractions for calibration (unless
     ``calibrate`` is False), a checkpoint beside the model folder (:func:`checkpoint_for`:
     an interrupted call resumes). ``announce(labels, used_sections)`` is called before training.
+    With ``corrections`` (a store of :mod:`mineral3d.io.corrections`), its latest round joins
+    the labels as in :func:`finetune_on_corrections`, but training starts from random weights.
     """
     from mineral3d.nn import save_model
 
     labels, used = section_labels(sample, registration, sections=sections)
+    weight = focus = None
+    if corrections is not None:
+        from mineral3d.io.corrections import read_corrections
+        from mineral3d.labels import with_corrections
+
+        corr = read_corrections(corrections, shape=labels.shape)
+        labels, weight, focus = with_corrections(labels, corr.index, corr.label, weight=correction_weight)
     classes = material_classes(sample.phase_table)
     fractions = section_area_fractions(sample, registration, used, classes) if calibrate else None
     network = NetworkConfig(out_channels=len(classes), **({"features": tuple(features)} if features else {}))
@@ -135,7 +145,8 @@ def train_on_sections(sample: Sample, registration: Path, model_dir: Path, *, se
     model = train_phase_model(sample.ct_array(), labels, voxel_size_um=sample.voxel_size_um,
                               phase_table=sample.phase_table, network=network, config=config, device=device,
                               checkpoint=checkpoint_for(model_dir), progress=progress,
-                              info={"sample": str(sample.root), "sections": used}, area_fractions=fractions)
+                              info={"sample": str(sample.root), "sections": used}, area_fractions=fractions,
+                              voxel_weight=weight, focus=focus)
     save_model(model_dir, model, overwrite=overwrite)
     return model
 
