@@ -43,6 +43,10 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _fmt_um(v) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:+.0f}" if v < 0 else f"{v:.0f}"
+
+
 def _file_png(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -493,6 +497,21 @@ def build_report(out: str | Path, sample: Sample) -> str:
                                    f"cross-validation). Bars: 95% bootstrap intervals. {status.get('note', '')}: "
                                    "apply `mineral3d correct OUT/kernel --maps ...` to 2D data of other samples of "
                                    "the same material and size fraction."})
+    sug = layout.suggestions / "suggestions.json"
+    if sug.is_file() and (layout.suggestions / "suggestions.png").is_file():
+        rec = json.loads(sug.read_text())
+        rows = "".join(f"<tr><td>{r['rank']}</td><td>{r['position_um']:.0f}</td><td>{100 * r['share']:.0f}%</td>"
+                       f"<td>{_fmt_um(r['nearest_section_um'])}</td><td>{_fmt_um(r['beyond_last_um'])}</td></tr>"
+                       for r in rec["suggestions"])
+        figures.append({"title": "Where to cut the next section", "images": [_file_png(layout.suggestions /
+                                                                                       "suggestions.png")],
+                        "html": f"<table><tr><th>rank</th><th>{rec['normal']} (µm)</th><th>share of the useful "
+                                "uncertainty</th><th>nearest section (µm)</th><th>past the last section (µm)</th>"
+                                f"</tr>{rows}</table>",
+                        "caption": f"From `mineral3d suggest-section`: planes perpendicular to {rec['normal']} "
+                                   f"where the model is least sure about {html.escape(rec['target'])} (entropy of its "
+                                   "class probabilities where the target is plausible), away from the sections "
+                                   f"already cut. Assumes: {html.escape(rec['assumes'])}."})
     ts = summary.get("liberation_3d", {})
     thresholds = list(ts)
     rows = [("3D", [_fmt(ts.get(t)) for t in thresholds])]

@@ -34,6 +34,7 @@ COMMANDS = (  # (command name or None for the function's name, function)
     ("kernel", kernel.kernel_cmd),
     (None, kernel.correct),
     (None, view.view),
+    ("suggest-section", view.suggest_section),
 )
 
 for _name, _fn in COMMANDS:

@@ -35,3 +35,49 @@ def view(
     out.print(f"paint on the 'corrections' layer, then {SAVE_KEY} to save to {Path(run_out) / 'corrections.zarr'}; "
               f"then `mineral3d run SAMPLE --out {run_out} --corrections {Path(run_out) / 'corrections.zarr'}`")
     napari.run()
+
+
+def suggest_section(
+    run_out: Path = typer.Argument(..., help="A run output folder (its model, sample and registration)."),
+    count: int = typer.Option(3, "--count", min=1, help="Planes to suggest."),
+    normal: str = typer.Option("z", "--normal", help="Axis the sections are perpendicular to: z (a mount polished "
+                                                     "along z), y or x."),
+    min_gap_um: Optional[float] = typer.Option(None, "--min-gap-um", help="Least distance between suggestions and "
+                                                                          "from a section already cut, µm "
+                                                                          "[default: half the sieve's lower size]."),
+    model: Optional[Path] = typer.Option(None, help="Model [default: the run's own, fine-tuned one if any]."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+) -> None:
+    """Where to cut (grind to) the next SEM section: the planes where the model is least sure about the target.
+
+    Writes OUT/suggest/ (suggestions.csv, plane_scores.csv, suggestions.png, uncertainty for `view`) and
+    rebuilds the report, which then shows the suggestions.
+    """
+    from mineral3d.cli.app import progress_bars
+    from mineral3d.pipeline.run import recorded_sample
+    from mineral3d.pipeline.suggest import default_min_gap, suggest_sections
+    from mineral3d.report import build_report
+    from mineral3d.suggest import SuggestConfig
+
+    s = recorded_sample(run_out, need="suggest-section")
+    gap = default_min_gap(s) if min_gap_um is None else max(1, int(round(min_gap_um / s.voxel_size_um)))
+    with progress_bars() as p:
+        task = p.add_task("class probabilities", total=None)
+        rec = suggest_sections(run_out, sample=s, model_dir=model, axis=normal, device=device,
+                               config=SuggestConfig(count=count, min_gap=gap),
+                               progress=lambda d, n: p.update(task, completed=d, total=n))
+    from mineral3d.io.atomic import atomic_file
+    from mineral3d.io.layout import RunLayout
+
+    layout = RunLayout(run_out)
+    if layout.summary.is_file():
+        html = build_report(run_out, s)
+        with atomic_file(layout.report) as tmp:
+            tmp.write_text(html, encoding="utf-8")
+    taken = rec["sections"]
+    for r in rec["suggestions"]:
+        beyond = r["beyond_last_um"]
+        out.print(f"#{r['rank']}: {normal} = {r['position_um']:.0f} µm (plane {r['position_voxel']}), "
+                  f"{100 * r['share']:.0f}% of the useful uncertainty"
+                  + (f"; {beyond:+.0f} µm from the last section" if taken else ""))
+    out.print(f"wrote {layout.suggestions}")

@@ -30,7 +30,7 @@ CORRECTIONS = "corrections"
 """Name of the labels layer the user paints phase ids on."""
 
 UNCERTAINTY = "uncertainty"
-"""Name of the per-voxel uncertainty (``segmentation.zarr/uncertainty``, when stored)."""
+"""Name of the per-voxel uncertainty layer (``OUT/suggest/uncertainty``, written by ``suggest-section``)."""
 
 MIN_LEVEL_EDGE = 256
 """The CT pyramid halves the volume until its largest edge is below this (voxels)."""
@@ -166,12 +166,13 @@ def run_layers(out: str | os.PathLike, *, sample=None, sections: bool = True) ->
         layers.append((zarr.open_array(store=str(layout.phases), mode="r"),
                        {"name": "phases", "scale": scale, "colormap": colors, "opacity": 0.5,
                         "features": _phase_features(table), "units": "µm"}, "labels"))
-    unc = layout.segmentation / UNCERTAINTY
+    unc = layout.suggestions / UNCERTAINTY
     if (unc / "zarr.json").is_file():
         layers.append((zarr.open_array(store=str(unc), mode="r"),
                        {"name": UNCERTAINTY, "scale": scale, "colormap": "magma", "contrast_limits": (0, 255),
                         "visible": False, "units": "µm",
-                        "metadata": {"doc": "entropy of the class probabilities, 0-255 = 0-log(classes)"}}, "image"))
+                        "metadata": {"doc": "entropy of the class probabilities where the target is plausible, "
+                                                "0-255 = 0-1 (mineral3d.suggest)"}}, "image"))
     if layout.done("particles"):
         layers.append((zarr.open_array(store=str(layout.particle_labels), mode="r"),
                        {"name": "particles", "scale": scale, "opacity": 0.8, "units": "µm",
