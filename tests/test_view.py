@@ -180,6 +180,14 @@ def test_rerun_with_corrections_moves_the_prediction_and_skips_untouched_steps(f
     timings = run(open_run(small_sample, out, config=fast_config, log=logs.append,
                            corrections=out / "corrections.zarr"))
     assert all(t["skipped"] for t in timings.values())
+    from mineral3d.io.layout import RunLayout
+
+    assert RunLayout(out).segmenting_model() == out / "model_corrected"  # what validate and suggest-section use
+    timings = run(open_run(small_sample, out, config=fast_config, log=logs.append))  # corrections dropped
+    assert not timings["segment"]["skipped"] and "correct" not in timings
+    assert RunLayout(out).segmenting_model() == out / "model"
+    np.testing.assert_array_equal(zarr.open_array(store=str(out / "segmentation.zarr" / "phases"), mode="r")[...],
+                                  before)  # back to the run without corrections
 
 
 def test_mineral3d_imports_without_napari_or_qt():

@@ -124,7 +124,7 @@ def validate(
         s = recorded_sample(sample, need="validate")
         registration = registration or layout.registration
         segmentation = segmentation or layout.segmentation
-        model_dir = model_dir or (layout.model if layout.done("train") else None)
+        model_dir = model_dir or (layout.segmenting_model() if layout.done("train") else None)
     else:
         s = open_sample(sample)
         if registration is None or segmentation is None:

@@ -144,6 +144,12 @@ class RunLayout:
         """``mineral3d suggest-section`` output: where the next SEM section would teach the model most."""
         return self.root / "suggest"
 
+    def segmenting_model(self) -> Path:
+        """The model the last run segmented with: fine-tuned on corrections when its ``correct`` step ran."""
+        if (self.root / ".steps" / "correct.json").is_file() and (self.corrected_model / "model.json").is_file():
+            return self.corrected_model
+        return self.model
+
     # --- completeness ------------------------------------------------------------------------
     def marker(self, step: str) -> Path:
         """The file a step writes last: it exists only when the step's output is complete."""

@@ -225,6 +225,7 @@ def run(ctx: RunContext, *, stop_after: str | None = None) -> dict:
     for step in run_steps.GRAPH:
         name = step.name
         if not step.enabled(ctx):
+            (ctx.out / ".steps" / f"{name}.json").unlink(missing_ok=True)  # not part of this run's result
             continue
         deps, settings, inputs = step.depends_on(ctx), step.settings(ctx), step.inputs(ctx)
         outputs = [ctx.layout.marker(name)]

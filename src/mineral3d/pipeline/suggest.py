@@ -73,7 +73,7 @@ def suggest_sections(out: str | os.PathLike, *, sample=None, model_dir: str | os
         raise InputError("suggest-section", f"normal must be one of z, y, x, got {axis!r}")
     ax = AXES[axis]
     if model_dir is None:
-        model_dir = layout.corrected_model if (layout.root / ".steps" / "correct.json").is_file() else layout.model
+        model_dir = layout.segmenting_model()
     model = load_model(model_dir)
     table = sample.phase_table
     if table.target_id not in model.classes:
