@@ -196,3 +196,12 @@ def test_mineral3d_imports_without_napari_or_qt():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "DISPLAY": ""})
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_view_of_a_folder_that_is_no_run_output_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mineral3d.cli", "view", str(tmp_path)], capture_output=True, text=True,
+                       env={**os.environ, "DISPLAY": ""})
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a mineral3d run output" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "mineral3d.cli", "suggest-section", str(tmp_path)], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "sample.json" in r.stderr, r.stderr

@@ -18,19 +18,30 @@ def view(
 ) -> None:
     """Open the run in napari: CT, phases, particles (table on hover), sections on their planes, and a
     corrections layer to paint phase ids on (Shift-S or the button saves to OUT/corrections.zarr)."""
-    from mineral3d.io import open_sample
+    import os
+    import sys
 
+    from mineral3d.io import open_sample
+    from mineral3d.io.layout import RunLayout
+    from mineral3d.pipeline.run import recorded_sample
+
+    if not RunLayout(run_out).sample_record.is_file():
+        raise InputError(run_out, "not a mineral3d run output (no sample.json): give the folder `run --out` wrote")
+    s = open_sample(sample) if sample is not None else recorded_sample(run_out, need="view")
     try:
         import napari
     except ImportError:
         raise InputError("view", "napari is not installed: `pip install 'mineral3d[view]'` "
                                  "(make install does)") from None
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                                                 or os.environ.get("QT_QPA_PLATFORM")):
+        raise InputError("view", "no display (DISPLAY is not set): run it on a desktop, over `ssh -X`, or under "
+                                 "`xvfb-run mineral3d view ...`")  # Qt would abort the process without one
     from mineral3d.viewer.app import SAVE_KEY, open_viewer
 
-    s = open_sample(sample) if sample is not None else None
     try:
         open_viewer(run_out, sample=s, show=True, ndisplay=ndisplay)
-    except RuntimeError as exc:  # Qt without a display
+    except RuntimeError as exc:
         raise InputError("view", f"cannot open a window ({exc}); set DISPLAY or run under xvfb-run") from None
     out.print(f"paint on the 'corrections' layer, then {SAVE_KEY} to save to {Path(run_out) / 'corrections.zarr'}; "
               f"then `mineral3d run SAMPLE --out {run_out} --corrections {Path(run_out) / 'corrections.zarr'}`")
