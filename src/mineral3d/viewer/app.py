@@ -53,7 +53,8 @@ def open_viewer(out: str | os.PathLike, *, sample=None, show: bool = True, ndisp
     layers = run_layers(layout.root, sample=sample)
     viewer = napari.Viewer(title=f"mineral3d: {layout.root}", show=show, ndisplay=ndisplay)
     add_layers(viewer, layers)
-    viewer.scale_bar.visible = True
+    overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)  # napari >= 0.9; before: viewer.scale_bar
+    (overlays.scale_bar if overlays is not None else viewer.scale_bar).visible = True
     if "particles" in viewer.layers:  # outlines over the phases; selected, so hovering shows the particle's row
         viewer.layers["particles"].contour = 1
         viewer.layers.selection.active = viewer.layers["particles"]
