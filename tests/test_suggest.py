@@ -29,6 +29,7 @@ def test_suggestions_avoid_cut_sections_and_each_other():
     scores[60] = 5.0
     scores[63] = 4.0    # too close to 60
     scores[85] = 3.0
+    scores[1] = 50.0    # next to the volume's face: not suggested
     t = suggest_planes(scores, taken=[24.0], config=SuggestConfig(count=3, min_gap=8, smooth=0), voxel_size_um=2.0)
     assert t["position_voxel"].tolist() == [60, 85]  # 20 is taken, 63 too close to 60, nothing else scores
     assert t["position_um"].tolist() == [120.0, 170.0]

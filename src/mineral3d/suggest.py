@@ -6,7 +6,10 @@ model is unsure, and for the liberation what matters is the target phase. Per vo
 log K) where the target phase is plausible (its probability >= ``min_target_prob``), else 0.
 A plane's score is the sum over its voxels; planes closer than ``min_gap`` voxels to a
 section already cut score nothing (that material is labelled), and the suggestions are the
-best planes at least ``min_gap`` apart (non-maximum suppression).
+best planes at least ``min_gap`` apart (non-maximum suppression). Planes closer than
+``max(smooth, min_gap // 2)`` to a face of the volume are not suggested either: there the
+network sees padding, and its entropy is an artefact of the border, not of the material
+(and a section there risks reaching outside the scanned field).
 
 Assumptions (also in docs/suggest.md): planes are perpendicular to one volume axis (a
 mount polished along z: a depth is how far to grind); the model's probabilities are
@@ -106,6 +109,9 @@ def suggest_planes(scores: np.ndarray, *, taken: list[float] = (), config: Sugge
     taken = [float(t) for t in taken]
     for t in taken:
         free &= np.abs(pos - t) >= config.min_gap
+    edge = max(w, config.min_gap // 2)  # near the faces the network sees padding: its entropy there is an artefact
+    free[:edge] = False
+    free[max(0, n - edge):] = False
     avail = np.where(free, smooth, -np.inf)
     total = float(smooth[free].sum()) if free.any() else 0.0
     rows = []
