@@ -16,8 +16,8 @@ weigh 2 and half the patches centre on them) and scored on the whole volume:
   voxel), as a user paints;
 - ``suggested``: a new z section at ``suggest-section``'s first plane, labelled with the
   truth on that voxel plane (a perfectly registered SEM map);
-- ``random``: the same at a random plane at least ``min_gap`` from the sections
-  (seeded), the control.
+- ``random``: the same at a random plane among those suggest-section chooses from (at least
+  ``min_gap`` from the sections and ``min_gap / 2`` from the faces; seeded), the control.
 
 Scores: IoU of each phase vs truth; 3D L(0.8/0.9/0.95) from argmax grades with the base
 run's particles vs the truth volume's (same definitions as bench_liberation.py).
@@ -109,7 +109,8 @@ def one_seed(seed: int, root: Path, iterations: int, finetune: int) -> dict:
     z_sug = int(rec["suggestions"][0]["position_voxel"])
     taken = list(section_positions(out_layout(out), s, 0).values())
     gap = default_min_gap(s)
-    free = [z for z in range(nz) if all(abs(z - t) >= gap for t in taken)]
+    edge = max(2, gap // 2)  # the planes suggest-section may choose from: away from the sections and the faces
+    free = [z for z in range(edge, nz - edge) if all(abs(z - t) >= gap for t in taken)]
     z_rand = int(np.random.default_rng(seed).choice(free))
     for arm, z in (("suggested", z_sug), ("random", z_rand)):
         p = np.zeros(truth.shape, np.uint8)
