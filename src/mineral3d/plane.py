@@ -238,6 +238,20 @@ def sample_plane(volume: np.ndarray, transform: PlaneTransform, map_shape, *, or
                                    prefilter=order > 1, output=np.float64)
 
 
+def plane_box(transform: PlaneTransform, map_shape, shape, *, margin: tuple[int, int] = (1, 2)):
+    """Voxel box (lo, slices) of a volume of ``shape`` that holds every map pixel centre, or None.
+
+    The plane is affine, so its extent is that of the map's four corners; the box is widened
+    by ``margin`` voxels (below, above) and clipped to the volume.
+    """
+    h, w = map_shape
+    corners = transform.apply(np.array([0, 0, h - 1, h - 1]), np.array([0, w - 1, 0, w - 1])).T
+    shape = np.asarray(shape)
+    lo = np.clip(np.floor(corners.min(axis=1)).astype(int) - margin[0], 0, shape - 1)
+    hi = np.clip(np.ceil(corners.max(axis=1)).astype(int) + margin[1], lo + 1, shape)
+    return lo, tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
 def cut_volume(volume, transform: PlaneTransform, map_shape, *, outside: int = 255) -> np.ndarray:
     """Nearest-voxel values of a label volume on the map grid, reading only the plane's box.
 
@@ -256,10 +270,8 @@ def cut_volume(volume, transform: PlaneTransform, map_shape, *, outside: int = 2
     """
     shape = np.asarray(volume.shape)
     coords = transform.grid(map_shape)
-    flat = coords.reshape(3, -1)
-    lo = np.clip(np.floor(flat.min(axis=1)).astype(int) - 1, 0, shape - 1)
-    hi = np.clip(np.ceil(flat.max(axis=1)).astype(int) + 2, lo + 1, shape)
-    box = np.asarray(volume[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))])
+    lo, sl = plane_box(transform, map_shape, shape)
+    box = np.asarray(volume[sl])
     local = coords - lo[:, None, None]
     out = ndimage.map_coordinates(box, local, order=0, mode="constant", cval=0, output=box.dtype)
     inside = np.all((coords >= -0.5) & (coords < shape[:, None, None] - 0.5), axis=0)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mineral3d.errors import InputError
-from mineral3d.io.atomic import atomic_dir, read_json, write_json
+from mineral3d.io.atomic import atomic_dir, atomic_file, read_json, write_json
 from mineral3d.io.layout import RunLayout
 from mineral3d.suggest import SuggestConfig, plane_scores, suggest_planes, useful_uncertainty
 
@@ -107,8 +107,6 @@ def suggest_sections(out: str | os.PathLike, *, sample=None, model_dir: str | os
     result = suggest_planes(scores, taken=list(taken.values()), config=config, voxel_size_um=sample.voxel_size_um)
     profile = pd.DataFrame({"position_voxel": np.arange(shape[ax]),
                             "position_um": np.arange(shape[ax]) * sample.voxel_size_um, "score": scores})
-    from mineral3d.io.atomic import atomic_file
-
     with atomic_file(folder / "plane_scores.csv") as tmp:
         profile.to_csv(tmp, index=False)
     _figure(folder / "suggestions.png", scores, result, taken, axis, sample.voxel_size_um, table.target)
@@ -127,8 +125,6 @@ def _figure(path: Path, scores, table, taken: dict, axis: str, voxel_um: float, 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from mineral3d.io.atomic import atomic_file
 
     fig, ax = plt.subplots(figsize=(7, 3.4))
     pos = np.arange(len(scores)) * voxel_um

@@ -205,7 +205,7 @@ def run_layers(out: str | os.PathLike, *, sample=None, sections: bool = True) ->
 def _section_layers(layout: RunLayout, sample, ct, colors) -> list[tuple]:
     from mineral3d.io.atomic import read_json
     from mineral3d.io.transforms import read_transform
-    from mineral3d.plane import sample_plane
+    from mineral3d.plane import plane_box, sample_plane
 
     v = float(sample.voxel_size_um)
     out = []
@@ -220,23 +220,10 @@ def _section_layers(layout: RunLayout, sample, ct, colors) -> list[tuple]:
         meta = {"section": name, "role": r.get("role"), "map_to_ct": transform.matrix.tolist()}
         out.append((ids[None], {"name": f"{name} map", "affine": affine, "colormap": colors, "units": "µm",
                                 "metadata": meta, "blending": "translucent"}, "labels"))
-        box = _plane_box(transform, ids.shape, ct.shape)
-        if box is None:
-            continue
-        lo, sub = box[0], np.asarray(ct[box[1]], np.float32)
+        lo, box = plane_box(transform, ids.shape, ct.shape, margin=(2, 3))
+        sub = np.asarray(ct[box], np.float32)
         plane = sample_plane(sub, transform.shifted(-lo), ids.shape, order=1)
         out.append((plane[None].astype(np.float32), {"name": f"{name} CT on plane", "affine": affine, "units": "µm",
                                                      "colormap": "gray", "visible": False, "metadata": meta},
                     "image"))
     return out
-
-
-def _plane_box(transform, map_shape, shape):
-    h, w = map_shape
-    flat = transform.apply(np.array([0, 0, h - 1, h - 1]), np.array([0, w - 1, 0, w - 1])).T  # the corners
-    shape = np.asarray(shape)
-    lo = np.clip(np.floor(flat.min(axis=1)).astype(int) - 2, 0, shape - 1)
-    hi = np.clip(np.ceil(flat.max(axis=1)).astype(int) + 3, lo + 1, shape)
-    if np.any(hi <= lo):
-        return None
-    return lo, tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
