@@ -113,3 +113,69 @@ def test_typical_thickness_of_slabs_and_of_a_full_volume():
     fg[:, :, 10:20] = True  # a slab 10 voxels thick
     assert 9 <= typical_thickness(fg) <= 11
     assert typical_thickness(np.ones((20, 20, 20), bool)) == 8.0  # no background: undefined -> default
+
+
+def _packed_spheres(n: int, seed: int, r=(7.0, 11.0), closeness=0.85) -> np.ndarray:
+    """Spheres placed at random, centres at least ``closeness`` x (r1 + r2) apart: they touch
+    through necks, and at this density one cluster of touching spheres spans the volume."""
+    rng = np.random.default_rng(seed)
+    centres, radii = np.zeros((0, 3)), np.zeros(0)
+    for c, rr in zip(rng.uniform(0, n, (6000, 3)), rng.uniform(*r, 6000)):
+        if np.all(np.linalg.norm(centres - c, axis=1) >= closeness * (radii + rr)):
+            centres, radii = np.vstack([centres, c]), np.append(radii, rr)
+    lab = np.zeros((n, n, n), np.uint32)
+    for i, (c, rr) in enumerate(zip(centres, radii), 1):
+        box = tuple(slice(max(0, int(a - rr)), min(n, int(a + rr) + 2)) for a in c)
+        z, y, x = np.ogrid[box]
+        sub = lab[box]
+        sub[((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= rr * rr) & (sub == 0)] = i
+    return lab
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_a_cluster_spanning_the_volume_is_separated_in_windows(seed, monkeypatch):
+    """Touching particles that percolate: memory is bounded by the window, not the volume, and the
+    particles are those of separating the cluster in one piece."""
+    import cc3d
+
+    from mineral3d import separation
+    from mineral3d.validate import instance_scores
+
+    truth = _packed_spheres(112, seed)
+    fg = truth > 0
+    comp = cc3d.connected_components(fg, connectivity=6)
+    assert np.bincount(comp.reshape(-1))[1:].max() > 0.9 * fg.sum()   # one cluster holds almost everything
+    whole = particle_labels(fg, InstanceConfig(marker_radius=2, min_voxels=100, window=1000, halo=14))
+    config = InstanceConfig(marker_radius=2, min_voxels=100, window=56, halo=14)
+    largest = []
+    original = separation.separate_cluster
+
+    def spy(mask, cfg):
+        largest.append(mask.size)
+        return original(mask, cfg)
+
+    monkeypatch.setattr(separation, "separate_cluster", spy)
+    lab = particle_labels(fg, config)
+    assert max(largest) <= 56 ** 3
+    np.testing.assert_array_equal(lab > 0, fg)
+    ids = np.unique(lab[lab > 0])
+    np.testing.assert_array_equal(ids, np.arange(1, ids.size + 1))
+    same = instance_scores(lab, whole)
+    assert lab.max() == whole.max() > 200
+    assert same["f1"] > 0.995 and same["merges"] == 0
+    # voxels whose particle is the one matched to their particle in the one-piece result
+    n = int(whole.max()) + 1
+    pair, inter = np.unique(lab[fg].astype(np.int64) * n + whole[fg], return_counts=True)
+    size_w, size_l = np.bincount(whole.reshape(-1)), np.bincount(lab.reshape(-1))
+    iou = inter / (size_l[pair // n] + size_w[pair % n] - inter)
+    assert inter[iou > 0.5].sum() / fg.sum() > 0.995
+    assert instance_scores(lab, truth)["f1"] >= instance_scores(whole, truth)["f1"] - 0.005
+    out = np.zeros(fg.shape, np.uint32)
+    assert particle_labels_chunked(fg, out, config, chunks=(40, 40, 40)) == lab.max()
+    np.testing.assert_array_equal(out, lab)
+
+
+def test_window_halo_from_the_sieve():
+    c = InstanceConfig.for_sample(voxel_size_um=2.0, sieve_um=(63.0, 100.0))
+    assert c.halo == int(np.ceil(0.75 * 100 / 2)) and c.window == 256
+    assert InstanceConfig.for_sample(voxel_size_um=1.0, sieve_um=(100.0, 250.0)).halo == 64   # a quarter window

@@ -22,6 +22,17 @@ in the cluster's bounding box:
    plate) meet at a neck as thick as the arms. Regions smaller than ``min_voxels`` merge
    into the neighbour they share most faces with.
 
+A cluster whose bounding box is larger than ``window``³ voxels (touching particles that
+percolate through the volume: one cluster can span all of it) is separated in overlapping
+windows so that memory stays bounded (about 45 bytes per window voxel, ~750 MB at the
+default 256³): its box is tiled by cores; each core is separated inside its window (the core
+grown by ``halo`` voxels, clipped to the box), keeps the labels of its own voxels, and the
+labels of neighbouring cores are joined where both windows agree that the voxel pairs
+across their shared face belong to one particle (:func:`separate_in_windows`). A particle
+whose centre lies in a core and whose radius is at most the halo is seen whole by that
+core's window, so it comes out as it would in one piece; the watershed boundaries between
+touching particles may move near a core face.
+
 Because each cluster is processed alone, from its own voxels, the result does not
 depend on how the volume is split into chunks: :func:`particle_labels_chunked` finds
 clusters across chunk faces (union-find on the labels facing each other, as Cellpose's
@@ -57,11 +68,20 @@ class InstanceConfig:
     min_voxels : int
         Watershed regions smaller than this merge into a neighbour (isolated small
         clusters are kept: every foreground voxel belongs to a particle).
+    window : int
+        Edge of the largest box separated in one piece, voxels: a cluster whose box holds
+        more than ``window``³ voxels is separated in overlapping windows of at most that edge.
+    halo : int
+        Overlap of a window beyond its core, voxels (at most ``window // 4``): a particle
+        whose centre lies in a core and whose radius is at most ``halo`` is seen whole by
+        that core's window.
     """
 
     marker_radius: float = 4.0
     neck_ratio: float = 0.7
     min_voxels: int = 64
+    window: int = 256
+    halo: int = 32
 
     @classmethod
     def for_sample(cls, *, voxel_size_um: float, sieve_um: tuple[float, float] | None = None,
@@ -71,11 +91,20 @@ class InstanceConfig:
         ``min_diameter_um`` defaults to the lower sieve bound; without either it is
         taken as 8 voxels. Markers must dominate a cube of half-edge a quarter of that
         diameter; regions below the volume of a sphere of a third of it are fragments.
+        The windows' halo (used only for clusters larger than ``window``³) is three
+        quarters of the largest particle diameter (the upper sieve bound; 3x the smallest
+        diameter without a sieve): a particle whose centre lies in a core is seen whole by
+        that core's window, with its neighbours' near side; at least twice the marker
+        radius, at most a quarter of the window.
         """
         d_um = min_diameter_um or (sieve_um[0] if sieve_um else 8 * voxel_size_um)
         d = d_um / voxel_size_um
-        return cls(marker_radius=max(1.0, d / 4), neck_ratio=neck_ratio,
-                   min_voxels=max(8, int(np.pi / 6 * (d / 3) ** 3)))
+        d_max = (sieve_um[1] if sieve_um else 3 * d_um) / voxel_size_um
+        marker_radius = max(1.0, d / 4)
+        window = cls.window
+        halo = int(np.clip(np.ceil(max(0.75 * d_max, 2 * marker_radius)), 8, window // 4))
+        return cls(marker_radius=marker_radius, neck_ratio=neck_ratio,
+                   min_voxels=max(8, int(np.pi / 6 * (d / 3) ** 3)), window=window, halo=halo)
 
 
 def typical_thickness(foreground: np.ndarray, *, crop: int = 160) -> float:
@@ -210,6 +239,191 @@ def separate_cluster(mask: np.ndarray, config: InstanceConfig) -> tuple[np.ndarr
     return _relabel_c_order(ws)
 
 
+# --- clusters larger than a window ---------------------------------------------------------------
+
+def needs_windows(box: tuple[slice, ...], config: InstanceConfig) -> bool:
+    """Whether a cluster's (padded) box is separated in windows rather than in one piece."""
+    ext = [s.stop - s.start for s in box]
+    return int(np.prod(ext)) > config.window ** 3 and max(ext) > config.window
+
+
+def _cores(box: tuple[slice, ...], config: InstanceConfig) -> tuple[list[list[tuple[int, int]]], list[bool]]:
+    """Per axis, the cores tiling the box (even lengths of at most ``window - 2 halo``) and whether it is split."""
+    halo = min(config.halo, config.window // 4)
+    per_axis, split = [], []
+    for s in box:
+        e = s.stop - s.start
+        if e <= config.window:
+            per_axis.append([(s.start, s.stop)])
+            split.append(False)
+            continue
+        n = -(-e // (config.window - 2 * halo))
+        edges = s.start + np.round(np.linspace(0, e, n + 1)).astype(int)
+        per_axis.append([(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])])
+        split.append(True)
+    return per_axis, split
+
+
+def _best_of(group: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """True for the entry with the highest score within each group (the first one on ties)."""
+    order = np.lexsort((-score, group))
+    first = np.r_[True, group[order][1:] != group[order][:-1]]
+    best = np.zeros(group.size, bool)
+    best[order[first]] = True
+    return best
+
+
+def _join_across_windows(joins: list[tuple[np.ndarray, np.ndarray, np.ndarray]], window_of: np.ndarray) -> np.ndarray:
+    """Particles from the joins of provisional labels: strongest joins first, and never two
+    labels of one window into one particle (that window saw them as different particles).
+
+    Returns the particle (component) index of each provisional id.
+    """
+    n = window_of.size
+    parent = np.arange(n)
+    if joins:
+        a, b, w = (np.concatenate(x) for x in zip(*joins))
+        order = np.argsort(-w, kind="stable")
+        windows: dict[int, set[int]] = {}
+
+        def root(x: int) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for i in order:  # joins are few: labels that meet on a core face
+            ra, rb = root(int(a[i])), root(int(b[i]))
+            if ra == rb:
+                continue
+            wa = windows.get(ra, {int(window_of[ra])})
+            wb = windows.get(rb, {int(window_of[rb])})
+            if wa & wb:
+                continue
+            parent[rb] = ra
+            windows[ra] = wa | wb
+            windows.pop(rb, None)
+    # flatten
+    while True:
+        nxt = parent[parent]
+        if np.array_equal(nxt, parent):
+            return parent
+        parent = nxt
+
+
+def separate_in_windows(mask_of: Callable[[tuple[slice, ...]], np.ndarray], box: tuple[slice, ...],
+                        config: InstanceConfig, out, first_id: int,
+                        progress: Callable[[int, int], None] | None = None) -> int:
+    """Separate one cluster larger than ``config.window``³ in overlapping windows, writing ``out``.
+
+    Parameters
+    ----------
+    mask_of : callable
+        ``mask_of(slices)`` -> bool array of the cluster's voxels in that box (volume
+        coordinates, within ``box``).
+    box : tuple of slice
+        The cluster's padded bounding box (as for :func:`separate_cluster`).
+    config : InstanceConfig
+    out : (Z, Y, X) writable array-like
+        Receives ids ``first_id ..`` on the cluster's voxels (other voxels are left as they
+        are); numbered in C order of each particle's first voxel.
+    first_id : int
+
+    Returns
+    -------
+    int : number of particles.
+
+    Each core is separated inside its window (the core grown by ``config.halo`` voxels on
+    the split axes, clipped to the box) and keeps its own voxels' labels, written into
+    ``out`` as provisional ids. Across each face between two cores, a core label ``a`` of
+    the lower window and ``b`` of the upper one are the same particle when, on most voxel
+    pairs facing each other with labels ``(a, b)``, each window gives both voxels of the
+    pair one label, and neither has a partner across that face with more such pairs. A
+    second pass renumbers the provisional ids.
+    """
+    halo = min(config.halo, config.window // 4)
+    per_axis, split = _cores(box, config)
+    grid = tuple(len(a) for a in per_axis)
+    cells = list(itertools.product(*(range(g) for g in grid)))
+    shape_out = tuple(int(n) for n in out.shape)
+    base = 1
+    firsts_id, firsts_at = [], []
+    window_of_parts = [np.full(1, -1, np.int64)]  # provisional id -> window index
+    faces: dict = {}
+    for i, cell in enumerate(cells):
+        core = tuple(slice(*per_axis[d][cell[d]]) for d in range(3))
+        win = tuple(slice(max(b.start, c.start - halo), min(b.stop, c.stop + halo)) if sp else b
+                    for b, c, sp in zip(box, core, split))
+        lab, k = separate_cluster(mask_of(win), config)
+        rel = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, win))
+
+        def provisional(a: np.ndarray, base=base) -> np.ndarray:
+            return np.where(a > 0, a.astype(np.int64) + (base - 1), 0)
+
+        cl = provisional(lab[rel])
+        cur = np.asarray(out[core])
+        m = cl > 0
+        cur[m] = cl[m]
+        out[core] = cur
+        flat = cl.reshape(-1)
+        idx = np.flatnonzero(flat)
+        ids, first = np.unique(flat[idx], return_index=True)
+        loc = np.stack(np.unravel_index(idx[first], cl.shape), axis=1) + [c.start for c in core]
+        firsts_id.append(ids)
+        firsts_at.append(np.ravel_multi_index(tuple(loc.T), shape_out))
+        for d in range(3):
+            if not split[d]:
+                continue
+            for side, inner, o in (("lo", 0, rel[d].start - 1), ("hi", cl.shape[d] - 1, rel[d].stop)):
+                sl = list(rel)
+                sl[d] = o
+                outer = provisional(lab[tuple(sl)]) if 0 <= o < lab.shape[d] else None
+                faces[(cell, d, side)] = (np.take(cl, inner, axis=d), outer)
+        base += k
+        window_of_parts.append(np.full(k, i, np.int64))
+        del lab, cl, cur
+        if progress is not None:
+            progress(i + 1, len(cells))
+    # joins across core faces
+    joins = []
+    window_of = np.concatenate(window_of_parts)
+    for cell in cells:
+        for d in range(3):
+            if not split[d] or cell[d] + 1 >= grid[d]:
+                continue
+            up = tuple(c + (j == d) for j, c in enumerate(cell))
+            a_p, a_q = faces[(cell, d, "hi")]
+            b_q, b_p = faces[(up, d, "lo")]
+            fg = (a_p > 0) & (b_q > 0)
+            if not fg.any():
+                continue
+            agree = ((a_p == a_q) & (b_p == b_q))[fg]
+            key = a_p[fg] * base + b_q[fg]
+            uniq, inv = np.unique(key, return_inverse=True)
+            total = np.bincount(inv)
+            same = np.bincount(inv, weights=agree)
+            a, b = uniq // base, uniq % base
+            # one to one: each label joins the partner on which it agrees most (a label that a
+            # neighbour window sees as two particles is not allowed to chain them together)
+            j = (same > 0.5 * total) & _best_of(a, same) & _best_of(b, same)
+            joins.append((a[j], b[j], same[j]))
+    comp = _join_across_windows(joins, window_of)  # provisional id -> particle (index 0 unused)
+    ids, at = np.concatenate(firsts_id), np.concatenate(firsts_at)
+    first = np.full(int(comp.max()) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first, comp[ids], at)
+    used = np.flatnonzero(first < np.iinfo(np.int64).max)
+    rank = np.zeros(first.size, np.int64)
+    rank[used[np.argsort(first[used])]] = np.arange(used.size)
+    lut = (rank[comp] + first_id).astype(np.int64)
+    for cell in cells:
+        core = tuple(slice(*per_axis[d][cell[d]]) for d in range(3))
+        m = mask_of(core)
+        cur = np.asarray(out[core])
+        cur[m] = lut[cur[m].astype(np.int64)]
+        out[core] = cur
+    return int(used.size)
+
+
 # --- whole volumes -----------------------------------------------------------------------------
 
 def _padded_box(bbox: tuple[slice, ...], shape) -> tuple[slice, ...]:
@@ -230,10 +444,13 @@ def particle_labels(foreground: np.ndarray, config: InstanceConfig, *,
     next_id = 1
     for i, c in enumerate(order):
         box = _padded_box(boxes[c - 1], fg.shape)
-        lab, k = separate_cluster(comp[box] == c, config)
-        sel = lab > 0
-        out[box][sel] = lab[sel] + (next_id - 1)
-        next_id += k
+        if needs_windows(box, config):
+            next_id += separate_in_windows(lambda sl, c=c: comp[sl] == c, box, config, out, next_id)
+        else:
+            lab, k = separate_cluster(comp[box] == c, config)
+            sel = lab > 0
+            out[box][sel] = lab[sel] + (next_id - 1)
+            next_id += k
         if progress is not None and (i % 64 == 0 or i == n - 1):
             progress(i + 1, n)
     return out
@@ -301,6 +518,9 @@ def _separate_batch(scratch_ref, batch, lut: np.ndarray, offsets: np.ndarray, ch
     scratch = scratch_ref.open()
     out = []
     for c, box in batch:
+        if needs_windows(box, config):  # separated by the driver, window by window
+            out.append((box, None, c))
+            continue
         mask = lut[_global_ids(scratch, box, offsets, chunks)] == c
         lab, k = separate_cluster(mask, config)
         out.append((box, lab, k))
@@ -396,6 +616,7 @@ def particle_labels_chunked(foreground, out, config: InstanceConfig, *, chunks=(
     work = [(int(c), _padded_box(tuple(slice(int(a), int(b)) for a, b in zip(clo[c], chi[c])), shape))
             for c in order]
     batches = [work[i:i + batch] for i in range(0, len(work), batch)]
+    lut_here = lut
     if client is not None:
         lut, offsets_arg = client.scatter([lut, offsets], broadcast=True)
     else:
@@ -404,6 +625,11 @@ def particle_labels_chunked(foreground, out, config: InstanceConfig, *, chunks=(
     for results in map_ordered(_separate_batch, [(sc_ref, b, lut, offsets_arg, chunks, config) for b in batches],
                                client):
         for box, lab, k in results:
+            if lab is None:  # k is the cluster
+                next_id += separate_in_windows(
+                    lambda sl, c=k: lut_here[_global_ids(scratch, sl, offsets, chunks)] == c, box, config, out,
+                    next_id)
+                continue
             if k:
                 cur = np.asarray(out[box])
                 sel = lab > 0
