@@ -192,3 +192,45 @@ def test_cli_and_run_share_the_registration_record(sample_copy, tmp_path, capsys
     assert rec["s1"]["registered"] and set(rec["s1"]) == {"role", "registered", "score", "runner_up", "tilt_deg",
                                                            "mirrored"}
     assert rec["s1"]["score"] == pytest.approx(read_transform(out / "s1.json")[1]["score"])
+
+
+def test_a_ct_too_large_for_memory_is_registered_on_a_coarse_level(sample_copy, tmp_path, monkeypatch):
+    """A CT over the in-memory limit is never read whole: search on a block-mean level, finish on crops."""
+    from mineral3d.io.sample import Sample
+    from mineral3d.io.zarr_io import convert_to_zarr
+    from mineral3d.pipeline import registration
+    from mineral3d.register import RegisterConfig
+
+    s0 = open_sample(sample_copy)
+    convert_to_zarr(s0.config.ct, sample_copy / "ct.zarr", voxel_size_um=s0.voxel_size_um)
+    toml = sample_copy / "sample.toml"
+    toml.write_text(toml.read_text().replace('"ct.tif"', '"ct.zarr"'))
+    s = open_sample(sample_copy)
+    assert not isinstance(s.ct(), np.ndarray)
+    monkeypatch.setattr(registration, "IN_MEMORY_VOXELS", 0)
+    monkeypatch.setattr(registration, "COARSE_LEVEL_VOXELS", int(np.prod(s.ct().shape)) // 8)   # factor 2
+
+    def no_whole_read(self):
+        raise AssertionError("the whole CT was read")
+
+    monkeypatch.setattr(Sample, "ct_array", no_whole_read)
+    record, results = registration.register_sections(s, tmp_path / "reg", RegisterConfig())
+    assert set(results) == {"s1", "s2", "s3"}
+    for name, r in results.items():
+        ids, truth = s.section_map(name), s.truth_transform(name)
+        assert r.settings["coarse_level_factor"] == 2
+        assert corner_error(r.transform, truth, ids.shape) <= 1.0
+        assert normal_error(r.transform, truth) <= 0.5
+        assert (tmp_path / "reg" / f"{name}_overlay.png").is_file()
+        assert read_transform(tmp_path / "reg" / f"{name}.json")[0].matrix == pytest.approx(r.transform.matrix)
+    # a map whose particles are real but whose tiles are shuffled and flipped lies on no plane
+    from mineral3d.register import register_section_coarse_to_fine
+
+    ids = s.section_map("s1")
+    th, tw = ids.shape[0] // 3, ids.shape[1] // 3
+    tiles = [ids[i * th:(i + 1) * th, j * tw:(j + 1) * tw] for i in range(3) for j in range(3)]
+    perm = np.random.default_rng(1).permutation(9)
+    shuffled = np.block([[tiles[perm[3 * i + j]][:, ::1 if (i + j) % 2 else -1] for j in range(3)] for i in range(3)])
+    with pytest.raises(RegistrationError, match="weak"):
+        register_section_coarse_to_fine(s.ct(), shuffled, scale=s.nominal_scale("s1"),
+                                        level=registration.coarse_level_of(s.ct()))

@@ -121,16 +121,26 @@ class RegistrationResult:
 
 # --- preparing both sides -------------------------------------------------------------------
 
-def ct_indicator(ct: np.ndarray, *, seed: int = 0) -> np.ndarray:
-    """Particle indicator (float32, ~0 resin, ~1 particle) from CT grey values (Otsu class means)."""
+def indicator_levels(ct: np.ndarray, *, seed: int = 0) -> tuple[float, float]:
+    """Resin and particle grey levels (Otsu class means of up to 2 M voxels, 0.5-99.5 percentiles)."""
     flat = ct.reshape(-1)
     sample = flat[np.random.default_rng(seed).integers(0, flat.size, min(flat.size, 2_000_000))].astype(np.float64)
     lo, hi = np.percentile(sample, [0.5, 99.5])
     sample = sample[(sample >= lo) & (sample <= hi)]
     t = otsu_threshold(sample)
-    m0, m1 = sample[sample < t].mean(), sample[sample >= t].mean()
-    out = (ct.astype(np.float32) - np.float32(m0)) / np.float32(m1 - m0)
+    return float(sample[sample < t].mean()), float(sample[sample >= t].mean())
+
+
+def indicator_from_levels(ct: np.ndarray, levels: tuple[float, float]) -> np.ndarray:
+    """Particle indicator of grey values ``ct``: (ct - resin) / (particle - resin), clipped to [0, 1], float32."""
+    m0, m1 = levels
+    out = (np.asarray(ct).astype(np.float32) - np.float32(m0)) / np.float32(m1 - m0)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def ct_indicator(ct: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """Particle indicator (float32, ~0 resin, ~1 particle) from CT grey values (Otsu class means)."""
+    return indicator_from_levels(ct, indicator_levels(ct, seed=seed))
 
 
 def bse_particles(bse: np.ndarray, ids: np.ndarray, *, min_agreement: float = 0.9) -> tuple[np.ndarray | None, float]:
@@ -504,6 +514,74 @@ def runner_up(results: list[Candidate], *, shape, scale: float, coarse_runner: f
     return max(others) if others else coarse_runner
 
 
+def _map_side(ids: np.ndarray, bse: np.ndarray | None, config: RegisterConfig):
+    """The map's particle/resin layers (mask, weight) and what the BSE image did; refuses maps without outlines."""
+    bse_mask, bse_note = None, "not given"
+    if bse is not None:
+        bse_mask, agree = bse_particles(bse, ids)
+        bse_note = (f"fills {np.mean(ids == UNCLASSIFIED):.1%} unclassified pixels" if bse_mask is not None else
+                    f"not used: its particle/resin split agrees with the map on {agree:.1%} of classified pixels")
+    mask, weight = map_layers(ids, bse_mask)
+    if mask.sum() < 0.005 * mask.size or mask.sum() > 0.995 * weight.sum():
+        raise RegistrationError("the map shows no particle/resin outlines to register")
+    anchors, spread = particle_anchors(ids if bse_mask is None else mask > 0.5, min_area=config.min_anchor_area)
+    if anchors < config.min_anchors or spread < config.min_anchor_spread:
+        raise RegistrationError(f"the map shows {anchors} separate particle region(s) of at least "
+                                f"{config.min_anchor_area:.1%} of its area; {config.min_anchors} not on one line are "
+                                "needed to fix the plane's tilt (a larger map, or lower --min-anchors at your risk)")
+    return mask, weight, bse_note
+
+
+def _candidates(ind: np.ndarray, mask, weight, *, shape, scale: float, config: RegisterConfig):
+    """Coarse search then refinement: (candidates best first, best coarse score, runner-up score)."""
+    peaks, frames = search(ind, mask, weight, scale=scale, config=config)
+    if not peaks:
+        raise RegistrationError("no candidate plane found")
+
+    def distinct(p: Peak, q: Peak) -> bool:
+        if p.frame != q.frame:
+            n1 = frames[p.frame][:, 0] if frames[p.frame] is not None else np.array([1.0, 0, 0])
+            n2 = frames[q.frame][:, 0] if frames[q.frame] is not None else np.array([1.0, 0, 0])
+            if abs(float(np.dot(n1, n2))) < np.cos(np.deg2rad(2 * config.max_tilt_deg)):
+                return True
+        return _distinct(p, q, radius_vox=radius, angle_deg=20)
+
+    best = peaks[0]
+    radius = 0.25 * min(shape) * scale
+    runner = next((p for p in peaks if distinct(best, p)), None)
+    chosen: list[Peak] = []
+    for p in peaks:
+        if all(distinct(p, q) for q in chosen):
+            chosen.append(p)
+        if len(chosen) >= config.n_candidates:
+            break
+    results = refine(ind, mask, weight, chosen, frames, shape=shape, scale=scale, config=config)
+    runner_score = runner_up(results, shape=shape, scale=scale, coarse_runner=runner.score if runner else -1.0)
+    return results, float(best.score), float(runner_score)
+
+
+def _settings(config: RegisterConfig, bse_note: str) -> dict:
+    return {"coarse_vox": config.coarse_vox, "depth_step": config.depth_step, "angle_step": config.angle_step,
+            "max_tilt_deg": config.max_tilt_deg, "scale_range": config.scale_range,
+            "min_overlap": config.min_overlap, "orientation": config.orientation, "bse": bse_note}
+
+
+def _accept(transform: PlaneTransform, s: float, coarse: float, runner_score: float, mirror: bool, settings: dict,
+            *, weight, shape, volume_shape, config: RegisterConfig) -> RegistrationResult:
+    """The result, or :class:`RegistrationError` when the match is weak or not distinct from the runner-up."""
+    pts = transform.grid(shape).reshape(3, -1).T
+    inside = np.all((pts >= -0.5) & (pts <= np.array(volume_shape) - 0.5), axis=1)
+    overlap = float((weight.reshape(-1) * inside).sum() / max(weight.sum(), 1.0))
+    result = RegistrationResult(transform, s, float(coarse), float(runner_score), bool(mirror), settings, overlap)
+    if s < config.min_score:
+        raise RegistrationError(f"best match is weak (NCC {s:.2f} < {config.min_score}): "
+                                "is this map from this sample?")
+    if (1 - runner_score) < config.min_ratio * (1 - s):
+        raise RegistrationError(f"ambiguous: best NCC {s:.3f} vs runner-up {runner_score:.3f} (the runner-up "
+                                f"must leave at least {config.min_ratio:g}x the misfit 1 - NCC of the best)")
+    return result
+
+
 def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: RegisterConfig = RegisterConfig(),
                      indicator: np.ndarray | None = None, bse: np.ndarray | None = None) -> RegistrationResult:
     """Find the plane of a mineral map in a CT volume.
@@ -534,57 +612,90 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
     if config.orientation not in ("near-z", "any"):
         raise ParameterError("orientation", f"must be near-z or any, got {config.orientation!r}")
     ind = ct_indicator(ct) if indicator is None else indicator
-    bse_mask, bse_note = None, "not given"
-    if bse is not None:
-        bse_mask, agree = bse_particles(bse, ids)
-        bse_note = (f"fills {np.mean(ids == UNCLASSIFIED):.1%} unclassified pixels" if bse_mask is not None else
-                    f"not used: its particle/resin split agrees with the map on {agree:.1%} of classified pixels")
-    mask, weight = map_layers(ids, bse_mask)
-    if mask.sum() < 0.005 * mask.size or mask.sum() > 0.995 * weight.sum():
-        raise RegistrationError("the map shows no particle/resin outlines to register")
-    anchors, spread = particle_anchors(ids if bse_mask is None else mask > 0.5, min_area=config.min_anchor_area)
-    if anchors < config.min_anchors or spread < config.min_anchor_spread:
-        raise RegistrationError(f"the map shows {anchors} separate particle region(s) of at least "
-                                f"{config.min_anchor_area:.1%} of its area; {config.min_anchors} not on one line are "
-                                "needed to fix the plane's tilt (a larger map, or lower --min-anchors at your risk)")
+    mask, weight, bse_note = _map_side(ids, bse, config)
     shape = ids.shape
-    peaks, frames = search(ind, mask, weight, scale=scale, config=config)
-    if not peaks:
-        raise RegistrationError("no candidate plane found")
-
-    def distinct(p: Peak, q: Peak) -> bool:
-        if p.frame != q.frame:
-            n1 = frames[p.frame][:, 0] if frames[p.frame] is not None else np.array([1.0, 0, 0])
-            n2 = frames[q.frame][:, 0] if frames[q.frame] is not None else np.array([1.0, 0, 0])
-            if abs(float(np.dot(n1, n2))) < np.cos(np.deg2rad(2 * config.max_tilt_deg)):
-                return True
-        return _distinct(p, q, radius_vox=radius, angle_deg=20)
-
-    best = peaks[0]
-    radius = 0.25 * min(ids.shape) * scale
-    runner = next((p for p in peaks if distinct(best, p)), None)
-    chosen: list[Peak] = []
-    for p in peaks:
-        if all(distinct(p, q) for q in chosen):
-            chosen.append(p)
-        if len(chosen) >= config.n_candidates:
-            break
-    results = refine(ind, mask, weight, chosen, frames, shape=shape, scale=scale, config=config)
+    results, coarse, runner_score = _candidates(ind, mask, weight, shape=shape, scale=scale, config=config)
     s, params, mirror, _, frame = results[0]
     transform = _pose(params, shape, scale, mirror, frame)
-    runner_score = runner_up(results, shape=shape, scale=scale,
-                             coarse_runner=runner.score if runner else -1.0)
-    settings = {"coarse_vox": config.coarse_vox, "depth_step": config.depth_step, "angle_step": config.angle_step,
-                "max_tilt_deg": config.max_tilt_deg, "scale_range": config.scale_range,
-                "min_overlap": config.min_overlap, "orientation": config.orientation, "bse": bse_note}
-    pts = transform.grid(shape).reshape(3, -1).T
-    inside = np.all((pts >= -0.5) & (pts <= np.array(ind.shape) - 0.5), axis=1)
-    overlap = float((weight.reshape(-1) * inside).sum() / max(weight.sum(), 1.0))
-    result = RegistrationResult(transform, s, float(best.score), float(runner_score), bool(mirror), settings, overlap)
-    if s < config.min_score:
-        raise RegistrationError(f"best match is weak (NCC {s:.2f} < {config.min_score}): "
-                                "is this map from this sample?")
-    if (1 - runner_score) < config.min_ratio * (1 - s):
-        raise RegistrationError(f"ambiguous: best NCC {s:.3f} vs runner-up {runner_score:.3f} (the runner-up "
-                                f"must leave at least {config.min_ratio:g}x the misfit 1 - NCC of the best)")
-    return result
+    return _accept(transform, s, coarse, runner_score, mirror, _settings(config, bse_note), weight=weight,
+                   shape=shape, volume_shape=ind.shape, config=config)
+
+
+# --- CT volumes larger than memory ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CoarseLevel:
+    """A CT level for registering against a volume that is not read whole.
+
+    Attributes
+    ----------
+    indicator : (z, y, x) float32 ndarray
+        Particle indicator of the factor x factor x factor block means of the CT (level
+        voxel k is centred on full-resolution voxel ``factor * k + (factor - 1) / 2``).
+    factor : int
+        Level voxel edge in CT voxels.
+    levels : (float, float)
+        Resin and particle grey levels (:func:`indicator_levels` of the block means), used
+        for the full-resolution crops too.
+    shape : tuple of int
+        The full-resolution CT's shape.
+    """
+
+    indicator: np.ndarray
+    factor: int
+    levels: tuple[float, float]
+    shape: tuple[int, int, int]
+
+
+def coarse_level(block_means: np.ndarray, factor: int, shape, *, seed: int = 0) -> CoarseLevel:
+    """:class:`CoarseLevel` from the CT's ``factor``-fold block means (a pyramid level)."""
+    levels = indicator_levels(block_means, seed=seed)
+    return CoarseLevel(indicator_from_levels(block_means, levels), int(factor), levels,
+                       tuple(int(n) for n in shape))
+
+
+def register_section_coarse_to_fine(ct, ids: np.ndarray, *, scale: float, level: CoarseLevel,
+                                    config: RegisterConfig = RegisterConfig(),
+                                    bse: np.ndarray | None = None) -> RegistrationResult:
+    """:func:`register_section` for a CT that is not read whole: search on a coarse level, finish at full resolution.
+
+    The search and the refinement of every candidate run on ``level`` (its indicator,
+    map scale ``scale / factor``, coarse sampling and depth step divided by the factor, at
+    least one level voxel), as does the runner-up test; the winner is then refined again
+    through the full-resolution levels (``coarse_vox``, ``coarse_vox / 2``, 1 and 0.5
+    voxel, as :func:`refine` does) on the indicator of the CT's voxels in the plane's box
+    only (``ct[box]``: a lazy Zarr or memory-mapped CT reads just that), and its score
+    there is the one ``config.min_score`` applies to.
+    """
+    from dataclasses import replace
+
+    from mineral3d.plane import plane_box
+
+    if config.orientation not in ("near-z", "any"):
+        raise ParameterError("orientation", f"must be near-z or any, got {config.orientation!r}")
+    b = level.factor
+    mask, weight, bse_note = _map_side(ids, bse, config)
+    shape = ids.shape
+    lcfg = replace(config, coarse_vox=max(1.0, config.coarse_vox / b), depth_step=max(1.0, config.depth_step / b))
+    results, coarse, runner_score = _candidates(level.indicator, mask, weight, shape=shape, scale=scale / b,
+                                                config=lcfg)
+    _, params, mirror, _, frame = results[0]
+    params = params.copy()
+    params[:3] = b * params[:3] + (b - 1) / 2
+    rough = _pose(params, shape, scale, mirror, frame)
+    m = int(np.ceil(2 * b + 2 * config.coarse_vox)) + 2
+    found = plane_box(rough, shape, level.shape, margin=(m, m))
+    if found is None:
+        raise RegistrationError("the best coarse plane lies outside the CT volume")
+    lo, box = found
+    crop = indicator_from_levels(ct[box], level.levels)
+    params[:3] -= lo
+    s = -1.0
+    for lv in (config.coarse_vox, config.coarse_vox / 2, 1.0, 0.5):
+        params, s = _refine(crop, mask, weight, params, shape=shape, scale0=scale, mirror=mirror, level_vox=lv,
+                            config=config, frame=frame)
+    params[:3] += lo
+    transform = _pose(params, shape, scale, mirror, frame)
+    settings = dict(_settings(config, bse_note), coarse_level_factor=b)
+    return _accept(transform, s, coarse, runner_score, mirror, settings, weight=weight, shape=shape,
+                   volume_shape=level.shape, config=config)

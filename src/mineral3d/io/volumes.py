@@ -108,3 +108,23 @@ def take_voxels(volume, flat_index: np.ndarray) -> np.ndarray:
     if hasattr(volume, "vindex"):
         return np.asarray(volume.vindex[zyx])
     return np.asarray(volume[...]).reshape(-1)[flat_index]
+
+
+def block_means(volume, factor: int, *, slab: int = 64) -> np.ndarray:
+    """Means of ``factor``³ voxel blocks of a (Z, Y, X) volume, float32, read ``slab`` slices at a time.
+
+    The volume (ndarray, memory map or Zarr) is trimmed to a multiple of ``factor`` on each
+    axis, as the 2x-mean levels of :func:`~mineral3d.io.zarr_io.write_volume_zarr` are:
+    block k is centred on voxel ``factor * k + (factor - 1) / 2``. Memory: the output plus
+    one slab.
+    """
+    f = int(factor)
+    z, y, x = (int(s) // f * f for s in volume.shape)
+    out = np.empty((z // f, y // f, x // f), np.float32)
+    step = max(f, slab // f * f)
+    for z0 in range(0, z, step):
+        raw = np.asarray(volume[z0:min(z, z0 + step), :y, :x])
+        for k in range(0, raw.shape[0], f):
+            part = raw[k:k + f].astype(np.float32).reshape(1, f, y // f, f, x // f, f)
+            out[(z0 + k) // f] = part.mean(axis=(1, 3, 5))[0]
+    return out

@@ -203,11 +203,20 @@ STEPS = ("register", "train", "correct", "segment", "particles", "grades", "meas
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, MB (Linux ``ru_maxrss``; 0 where unavailable).
+    """This process's peak resident memory so far, MB (Linux ``VmHWM``, else ``ru_maxrss``; 0 where unavailable).
 
     Recorded after each step in ``run.json``: the peak only grows, so the step at which it
-    jumps is the one that set it (dask worker processes are not included).
+    jumps is the one that set it (dask worker processes are not included). ``VmHWM`` is
+    this process's own peak; ``ru_maxrss`` of a process started from a large one (a script,
+    a test runner) also counts the memory its parent had when it was started.
     """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # not on Windows
