@@ -90,7 +90,8 @@ def timed_apply(model: Path, ct: Path, out: Path, extra: list[str]) -> dict:
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1))
     run = json.loads((out / "run.json").read_text())
     return {"wall_s": round(wall, 1), "peak_rss_gib": round(rss_kb / 2 ** 20, 2),
-            "steps_s": {k: v["seconds"] for k, v in run["timings"].items()}}
+            "steps_s": {k: v["seconds"] for k, v in run["timings"].items()},
+            "peak_after_step_mb": {k: v.get("peak_rss_mb") for k, v in run["timings"].items()}}
 
 
 def main() -> None:

@@ -249,3 +249,30 @@ def test_training_gives_the_same_weights_in_another_process():
     runs = [subprocess.run([sys.executable, "-c", _TRAIN_IN_A_PROCESS], capture_output=True, text=True, check=True)
             .stdout.strip() for _ in range(3)]
     assert len(runs[0]) == 64 and runs.count(runs[0]) == 3, runs
+
+
+def test_training_reads_a_lazy_ct_patch_by_patch_with_the_same_batches(tmp_path):
+    """A CT not held in memory (Zarr) gives the same patches, targets and weights as the array."""
+    import zarr
+
+    from mineral3d.intensity import NormalisedVolume
+    from mineral3d.nn.train import PatchSampler
+
+    grey, cls = _blocks_volume(4, shape=(32, 64, 64))
+    zyx = np.concatenate([_plane_labels(cls, 9)[0], _plane_labels(cls, 22)[0][::3]])
+    target = cls[tuple(zyx.T)]
+    weight = np.random.default_rng(0).uniform(0.5, 2, len(zyx))
+    focus = np.arange(len(zyx)) % 7 == 0
+    levels = GreyLevels(0.0, 0.8, 0.4)
+    arr = zarr.create_array(store=str(tmp_path / "ct.zarr"), shape=grey.shape, chunks=(16, 32, 32), dtype=np.float32)
+    arr[...] = grey
+    cfg = TrainConfig(batch_size=3, patch=(16, 32, 32), seed=5)
+    dense = PatchSampler(levels.normalise(grey), zyx, target, 2, cfg, weight=weight, focus=focus)
+    lazy = PatchSampler(NormalisedVolume(arr, levels), zyx, target, 2, cfg, weight=weight, focus=focus)
+    assert lazy.lazy and not hasattr(lazy, "dense")
+    r1, r2 = np.random.default_rng(1), np.random.default_rng(1)
+    for _ in range(5):
+        a, b = dense.weighted_batch(r1), lazy.weighted_batch(r2)
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    assert (a[1] >= 0).sum() > 0   # the patches hold labelled voxels

@@ -194,8 +194,10 @@ def test_cli_and_run_share_the_registration_record(sample_copy, tmp_path, capsys
     assert rec["s1"]["score"] == pytest.approx(read_transform(out / "s1.json")[1]["score"])
 
 
-def test_a_ct_too_large_for_memory_is_registered_on_a_coarse_level(sample_copy, tmp_path, monkeypatch):
-    """A CT over the in-memory limit is never read whole: search on a block-mean level, finish on crops."""
+def test_a_ct_too_large_for_memory_is_registered_and_trained_on_without_reading_it_whole(sample_copy, tmp_path,
+                                                                                         monkeypatch):
+    """A CT over the in-memory limit is never read whole: registration searches a block-mean level and
+    finishes on crops; training reads patches."""
     from mineral3d.io.sample import Sample
     from mineral3d.io.zarr_io import convert_to_zarr
     from mineral3d.pipeline import registration
@@ -207,15 +209,15 @@ def test_a_ct_too_large_for_memory_is_registered_on_a_coarse_level(sample_copy, 
     toml.write_text(toml.read_text().replace('"ct.tif"', '"ct.zarr"'))
     s = open_sample(sample_copy)
     assert not isinstance(s.ct(), np.ndarray)
-    monkeypatch.setattr(registration, "IN_MEMORY_VOXELS", 0)
+    monkeypatch.setattr("mineral3d.io.sample.WHOLE_CT_VOXELS", 0)
     monkeypatch.setattr(registration, "COARSE_LEVEL_VOXELS", int(np.prod(s.ct().shape)) // 8)   # factor 2
 
     def no_whole_read(self):
         raise AssertionError("the whole CT was read")
 
     monkeypatch.setattr(Sample, "ct_array", no_whole_read)
-    record, results = registration.register_sections(s, tmp_path / "reg", RegisterConfig())
-    assert set(results) == {"s1", "s2", "s3"}
+    record, results = registration.register_sections(s, tmp_path / "reg", RegisterConfig(), names=["s1", "s2"])
+    assert set(results) == {"s1", "s2"}
     for name, r in results.items():
         ids, truth = s.section_map(name), s.truth_transform(name)
         assert r.settings["coarse_level_factor"] == 2
@@ -234,3 +236,11 @@ def test_a_ct_too_large_for_memory_is_registered_on_a_coarse_level(sample_copy, 
     with pytest.raises(RegistrationError, match="weak"):
         register_section_coarse_to_fine(s.ct(), shuffled, scale=s.nominal_scale("s1"),
                                         level=registration.coarse_level_of(s.ct()))
+
+    # training on the registered sections reads patches (and the calibration's blocks) only
+    from mineral3d.nn import TrainConfig
+    from mineral3d.pipeline.segment_phases import train_on_sections
+
+    model = train_on_sections(s, tmp_path / "reg", tmp_path / "model", sections=["s1", "s2"],
+                              config=TrainConfig(iterations=20, seed=0))
+    assert model.info["record"]["iterations"] == 20 and len(model.class_bias) == len(model.classes)

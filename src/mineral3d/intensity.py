@@ -95,6 +95,19 @@ class GreyLevels:
         return out
 
 
+class NormalisedVolume:
+    """A (possibly lazy) CT seen through :meth:`GreyLevels.normalise`: slicing reads and
+    normalises only the part asked for (training on a CT that is not held in memory)."""
+
+    def __init__(self, volume, levels: GreyLevels) -> None:
+        self.volume, self.levels = volume, levels
+        self.shape = tuple(int(n) for n in volume.shape)
+        self.ndim, self.dtype = len(self.shape), np.dtype(np.float32)
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self.levels.normalise(np.asarray(self.volume[key]))
+
+
 def grey_foreground(volume: np.ndarray, *, levels: GreyLevels | None = None, median: int = 3) -> np.ndarray:
     """Particle voxels of a CT without a model: brighter than the Otsu threshold of its grey levels.
 

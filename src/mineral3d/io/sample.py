@@ -24,6 +24,10 @@ from mineral3d.phase_table import PhaseTable
 from mineral3d.plane import PlaneTransform
 
 LAZY_BYTES = 1 << 30
+
+WHOLE_CT_VOXELS = 1 << 26
+"""CTs up to this many voxels (e.g. 256 x 512 x 512) are registered and trained on in memory;
+larger ones are read where needed (:meth:`Sample.ct_for_processing`)."""
 """CT files larger than this (1 GiB) are memory-mapped rather than read (when uncompressed)."""
 
 ROLES = ("train", "validation")
@@ -206,6 +210,16 @@ class Sample:
             else:
                 self._cache["ct"] = read_volume(path)
         return self._cache["ct"]
+
+    def ct_for_processing(self):
+        """The CT in memory when it has at most ``WHOLE_CT_VOXELS`` voxels, else as :meth:`ct` gives it.
+
+        Registration and training read a CT of that size whole (about 16 bytes per voxel
+        at their peak); a larger one is read where needed (registration: a coarse level and
+        crops around each plane; training: patches).
+        """
+        ct = self.ct()
+        return self.ct_array() if int(np.prod(ct.shape)) <= WHOLE_CT_VOXELS else ct
 
     def ct_array(self) -> np.ndarray:
         """The whole CT volume in memory (registration and training need it; a lazy CT is read once)."""

@@ -142,8 +142,10 @@ class PatchSampler:
 
     Parameters
     ----------
-    image : (Z, Y, X) float32 ndarray
-        Normalised CT.
+    image : (Z, Y, X) float32 ndarray, or a lazy array-like
+        Normalised CT; anything sliceable that is not an ndarray (e.g.
+        :class:`~mineral3d.intensity.NormalisedVolume` of a Zarr CT) is read patch by patch,
+        and the labels are then looked up per patch instead of held as a dense volume.
     zyx : (N, 3) int ndarray
         Labelled voxels.
     target : (N,) int ndarray
@@ -162,8 +164,17 @@ class PatchSampler:
         self.image = np.pad(image, widths, mode="reflect") if pad.any() else image
         self.offset = np.array([w[0] for w in widths])
         zyx = np.asarray(zyx) + self.offset
-        self.dense = np.full(self.image.shape, IGNORE, dtype=np.int16)
-        self.dense[tuple(zyx.T)] = target
+        # labels as a dense volume (2 bytes per voxel), or, for a lazy image that is not held in
+        # memory, sorted by flat index and looked up per patch: the same targets either way
+        self.lazy = not isinstance(self.image, np.ndarray)
+        if self.lazy:
+            flat = np.ravel_multi_index(tuple(zyx.T), self.image.shape)
+            order = np.argsort(flat, kind="stable")
+            self.flat, self.flat_target = flat[order], np.asarray(target)[order].astype(np.int16)
+            self.flat_weight = None if weight is None else np.asarray(weight, np.float32)[order]
+        else:
+            self.dense = np.full(self.image.shape, IGNORE, dtype=np.int16)
+            self.dense[tuple(zyx.T)] = target
         counts = np.bincount(target, minlength=n_classes).astype(float)
         self.present = np.flatnonzero(counts)
         if self.present.size == 0:
@@ -173,7 +184,7 @@ class PatchSampler:
         order = np.argsort(target, kind="stable")
         self.by_class = {int(c): zyx[order][target[order] == c] for c in self.present}
         self.weight = None
-        if weight is not None:  # per-voxel loss weights (e.g. the user's corrections count more)
+        if weight is not None and not self.lazy:  # per-voxel loss weights (e.g. the user's corrections count more)
             self.weight = np.zeros(self.image.shape, np.float32)
             self.weight[tuple(zyx.T)] = np.asarray(weight, np.float32)
         self.focus = None
@@ -191,6 +202,26 @@ class PatchSampler:
         origin = centre - patch // 2 + jitter
         return np.clip(origin, 0, np.array(self.image.shape) - patch)
 
+    def _sparse_patch(self, sl: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Targets (and weights) of a patch from the sorted flat labels: one index range per (z, y) row."""
+        shape = tuple(s.stop - s.start for s in sl)
+        zz, yy = np.meshgrid(np.arange(sl[0].start, sl[0].stop), np.arange(sl[1].start, sl[1].stop), indexing="ij")
+        start = np.ravel_multi_index((zz.reshape(-1), yy.reshape(-1), np.full(zz.size, sl[2].start)),
+                                     self.image.shape)
+        lo = np.searchsorted(self.flat, start)
+        hi = np.searchsorted(self.flat, start + shape[2])
+        y = np.full(shape, IGNORE, dtype=np.int16)
+        w = None if self.flat_weight is None else np.zeros(shape, np.float32)
+        n = hi - lo
+        if n.sum():
+            row = np.repeat(np.arange(n.size), n)
+            idx = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+            col = self.flat[idx] - start[row]
+            y.reshape(-1, shape[2])[row, col] = self.flat_target[idx]
+            if w is not None:
+                w.reshape(-1, shape[2])[row, col] = self.flat_weight[idx]
+        return y, w
+
     def batch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(B, 1, z, y, x) float32 images and (B, z, y, x) int64 targets."""
         x, y, _ = self.weighted_batch(rng)
@@ -203,8 +234,12 @@ class PatchSampler:
         for _ in range(cfg.batch_size):
             o = self._origin(rng)
             sl = tuple(slice(int(a), int(a) + p) for a, p in zip(o, cfg.patch))
-            x, y = self.image[sl], self.dense[sl]
-            w = self.weight[sl] if self.weight is not None else None
+            if self.lazy:
+                x = np.asarray(self.image[sl])
+                y, w = self._sparse_patch(sl)
+            else:
+                x, y = self.image[sl], self.dense[sl]
+                w = self.weight[sl] if self.weight is not None else None
             flips = tuple(int(a) for a in np.flatnonzero(rng.random(3) < 0.5))
             if flips:
                 x, y = np.flip(x, flips), np.flip(y, flips)

@@ -19,14 +19,10 @@ from mineral3d.register import (
     register_section_coarse_to_fine,
 )
 
-IN_MEMORY_VOXELS = 1 << 26
-"""CTs up to this many voxels (e.g. 256 x 512 x 512) are registered on their whole indicator in
-memory (about 16 bytes per voxel); larger ones on a coarse level, finished on crops around each
-plane (:func:`coarse_level_of`)."""
-
 COARSE_LEVEL_VOXELS = 1 << 24
-"""Largest coarse level (voxels) for a CT over ``IN_MEMORY_VOXELS``: the block edge is the
-smallest power of two that brings the CT under it (4 for a 1024³ CT)."""
+"""Largest coarse level (voxels) of a CT too large to register whole: the block edge is the
+smallest power of two that brings the CT under it (4 for a 1024³ CT). CTs over
+:data:`~mineral3d.io.sample.WHOLE_CT_VOXELS` are registered this way."""
 
 
 def coarse_level_of(ct, *, path=None) -> CoarseLevel:
@@ -90,7 +86,7 @@ def register_sections(sample: Sample, out_dir: Path, config: RegisterConfig, *, 
                       log=None) -> tuple[dict, dict[str, RegistrationResult]]:
     """Register sections ``names`` (default: all) of ``sample`` into ``out_dir``.
 
-    A CT over ``IN_MEMORY_VOXELS`` is not read whole: the maps are searched on its coarse
+    A CT over :data:`~mineral3d.io.sample.WHOLE_CT_VOXELS` is not read whole: the maps are searched on its coarse
     level (:func:`coarse_level_of`) and finished on the CT's voxels around each plane.
     Writes ``<name>.json`` and ``<name>_overlay.png`` for each registered section; a
     section that cannot be registered writes nothing (a stale ``<name>.json`` is removed)
@@ -104,13 +100,11 @@ def register_sections(sample: Sample, out_dir: Path, config: RegisterConfig, *, 
     n = len(names)
     ind = None
     if n and ct is None:
-        ct = sample.ct()
-        if int(np.prod(ct.shape)) > IN_MEMORY_VOXELS:
+        ct = sample.ct_for_processing()
+        if not isinstance(ct, np.ndarray):
             if progress:
                 progress("reading the CT's coarse level", 0, 1)
             ind = coarse_level_of(ct, path=sample.config.ct)
-        else:
-            ct = sample.ct_array()
     if n and ind is None:
         ind = ct_indicator(ct)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -23,10 +23,11 @@ from mineral3d.baseline import GreyClassifier
 from mineral3d.calibrate import classify
 from mineral3d.cluster import client_of
 from mineral3d.errors import InputError
-from mineral3d.intensity import GreyLevels, edge_sigma_vox
+from mineral3d.intensity import GreyLevels, NormalisedVolume, edge_sigma_vox
 from mineral3d.io.atomic import write_json
 from mineral3d.io.sample import Sample
 from mineral3d.io.transforms import read_transform
+from mineral3d.io.volumes import take_voxels
 from mineral3d.labels import SparseLabels, merge_labels, section_voxels
 from mineral3d.nn import runtime
 from mineral3d.nn.infer import InferConfig, blocks, predict_blocks
@@ -142,7 +143,7 @@ def train_on_sections(sample: Sample, registration: Path, model_dir: Path, *, se
     network = NetworkConfig(out_channels=len(classes), **({"features": tuple(features)} if features else {}))
     if announce is not None:
         announce(labels, used)
-    model = train_phase_model(sample.ct_array(), labels, voxel_size_um=sample.voxel_size_um,
+    model = train_phase_model(sample.ct_for_processing(), labels, voxel_size_um=sample.voxel_size_um,
                               phase_table=sample.phase_table, network=network, config=config, device=device,
                               checkpoint=checkpoint_for(model_dir), progress=progress,
                               info={"sample": str(sample.root), "sections": used}, area_fractions=fractions,
@@ -169,7 +170,7 @@ def finetune_on_corrections(sample: Sample, registration: Path | None, base_dir:
     from mineral3d.nn import load_model, save_model
 
     base = load_model(base_dir)
-    ct = sample.ct_array()
+    ct = sample.ct_for_processing()
     corr = read_corrections(corrections_path, shape=ct.shape)
     table = sample.phase_table
     unknown = sorted(set(np.unique(corr.label).tolist()) - set(material_classes(table)))
@@ -216,7 +217,8 @@ def train_phase_model(ct: np.ndarray, labels: SparseLabels, *, voxel_size_um: fl
         bad = sorted(set(labels.label[target < 0].tolist()))
         raise InputError("labels", f"phase ids {bad} are not in the phase table")
     levels = init.levels if init is not None else GreyLevels.from_volume(ct, seed=config.seed)
-    image = levels.normalise(ct)
+    # a CT not held in memory (Zarr, memory map) is read and normalised patch by patch
+    image = levels.normalise(ct) if isinstance(ct, np.ndarray) else NormalisedVolume(ct, levels)
     network = init.network if init is not None else network or NetworkConfig(out_channels=len(classes))
     if network.out_channels != len(classes):
         raise InputError("network", f"{network.out_channels} outputs for {len(classes)} phases")
@@ -224,7 +226,7 @@ def train_phase_model(ct: np.ndarray, labels: SparseLabels, *, voxel_size_um: fl
     result = train(image, labels.zyx, target, network, config, device=dev, checkpoint=checkpoint,
                    progress=progress, weight=voxel_weight, focus=focus,
                    init_state=None if init is None else init.state)
-    baseline = GreyClassifier.fit(image.reshape(-1)[labels.index], labels.label)
+    baseline = GreyClassifier.fit(levels.normalise(take_voxels(ct, labels.index)), labels.label)
     record = {"train": config.to_dict(), "record": result.record(), "labels": {
         "voxels": len(labels), "per_phase": {phase_table.name_of(k): v for k, v in labels.counts().items()}},
         "baseline": baseline.to_dict(), "device": str(dev)}
