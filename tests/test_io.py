@@ -127,3 +127,31 @@ def test_convert_tiff_and_slice_folder_to_zarr(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["convert", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "c.zarr"), "--voxel-um", "1"])
     assert exc.value.code == 2 and not (tmp_path / "c.zarr").exists()
+
+
+def test_block_means_read_slab_by_slab_equal_the_stored_pyramid_level(tmp_path, monkeypatch):
+    """The coarse level registration reads from a CT too large for memory: block means of the trimmed
+    volume, slab by slab from a Zarr, equal to the 2x-mean level that write_volume_zarr stores."""
+    import zarr
+
+    from mineral3d.io.volumes import block_means
+    from mineral3d.io.zarr_io import read_volume_zarr, write_volume_zarr
+    from mineral3d.pipeline.registration import coarse_level_of
+
+    vol = np.random.default_rng(0).integers(0, 60000, (37, 26, 30)).astype(np.uint16)
+    expect = vol[:36, :24, :28].astype(np.float64).reshape(9, 4, 6, 4, 7, 4).mean(axis=(1, 3, 5))
+    z = zarr.create_array(store=str(tmp_path / "v.zarr"), shape=vol.shape, chunks=(8, 16, 16), dtype=vol.dtype)
+    z[...] = vol
+    for src in (vol, z):
+        got = block_means(src, 4, slab=8)   # slabs of 8 layers: 5 reads
+        assert got.dtype == np.float32 and got.shape == (9, 6, 7)
+        np.testing.assert_allclose(got, expect, rtol=1e-6)
+    write_volume_zarr(tmp_path / "p.zarr", vol, voxel_size_um=1.0, levels=2)
+    stored = np.asarray(read_volume_zarr(tmp_path / "p.zarr", level=1)[0][...], np.float64)
+    np.testing.assert_allclose(stored, block_means(vol, 2), atol=0.5)   # stored level rounded to uint16
+    def not_needed(*a, **k):
+        raise AssertionError("the stored level was not used")
+
+    monkeypatch.setattr("mineral3d.io.volumes.block_means", not_needed)
+    level = coarse_level_of(read_volume_zarr(tmp_path / "p.zarr")[0], path=tmp_path / "p.zarr")
+    assert level.factor == 2 and level.shape == vol.shape and level.indicator.shape == stored.shape
