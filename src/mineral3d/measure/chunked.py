@@ -77,28 +77,31 @@ def slab_partials(labels: VolumeRef, phases: VolumeRef, z0: int, z1: int, n_labe
     return out
 
 
-def _reduce(parts: list[dict], n_labels: int) -> dict:
-    """Dense per-label totals of the slabs' partial rows (sums add, boxes take min/max)."""
-    first = parts[0]
+class _Totals:
+    """Dense per-label totals of the slabs' partial rows (sums add, boxes take min/max), added
+    slab by slab as results arrive; hull-candidate points are kept for the calipers."""
 
-    def dense(k, fill=0):
-        a = first[k]
-        return None if a is None else np.full((n_labels,) + a.shape[1:], fill, a.dtype)
+    def __init__(self, n_labels: int, first: dict) -> None:
+        def dense(k, fill=0):
+            a = first[k]
+            return None if a is None else np.full((n_labels,) + a.shape[1:], fill, a.dtype)
 
-    total = {k: dense(k) for k in ("counts", "csum", "pc", "area", "exp")}
-    total["lo"] = dense("lo", np.iinfo(np.int64).max)
-    total["hi"] = dense("hi", -1)
-    for p in parts:
-        r = p["rows"]  # unique within a slab
+        self.total = {k: dense(k) for k in ("counts", "csum", "pc", "area", "exp")}
+        self.total["lo"] = dense("lo", np.iinfo(np.int64).max)
+        self.total["hi"] = dense("hi", -1)
+        self.points: list[np.ndarray] = []
+        self.point_labels: list[np.ndarray] = []
+
+    def add(self, p: dict) -> None:
+        t, r = self.total, p["rows"]  # rows are unique within a slab
         for k in ("counts", "csum", "pc", "area", "exp"):
-            if total[k] is not None:
-                total[k][r] += p[k]
-        total["lo"][r] = np.minimum(total["lo"][r], p["lo"])
-        total["hi"][r] = np.maximum(total["hi"][r], p["hi"])
-    if "points" in parts[0]:
-        total["points"] = np.concatenate([p["points"] for p in parts])
-        total["point_labels"] = np.concatenate([p["point_labels"] for p in parts])
-    return total
+            if t[k] is not None:
+                t[k][r] += p[k]
+        t["lo"][r] = np.minimum(t["lo"][r], p["lo"])
+        t["hi"][r] = np.maximum(t["hi"][r], p["hi"])
+        if "points" in p:
+            self.points.append(p["points"])
+            self.point_labels.append(p["point_labels"])
 
 
 SLAB_VOXELS = 1 << 24
@@ -135,11 +138,22 @@ def particle_table_chunked(labels, phases, *, voxel_size_um: float, phase_table:
     n_labels = max(compute([dask.delayed(_max_label)(lref, z0, z1) for z0, z1 in bounds], scheduler)) + 1
     tasks = [dask.delayed(slab_partials)(lref, pref, z0, z1, n_labels, exposure=exposure, calipers=calipers)
              for z0, z1 in bounds]
-    total = _reduce(list(compute(tasks, scheduler)), n_labels)
+    # computed a batch at a time and added up as they come: only a batch of slab results is held
+    batch = max(8, 2 * (os.cpu_count() or 1))
+    acc = None
+    for b0 in range(0, len(tasks), batch):
+        for part in compute(tasks[b0:b0 + batch], scheduler):
+            acc = _Totals(n_labels, part) if acc is None else acc
+            acc.add(part)
+    total = acc.total
+    if acc.points:
+        total["points"] = np.concatenate(acc.points)
+        total["point_labels"] = np.concatenate(acc.point_labels)
+        acc.points, acc.point_labels = [], []
     counts = total["counts"]
     rows = np.flatnonzero(counts)
     rows = rows[rows > 0]
-    if calipers and len(total["points"]):
+    if calipers and len(total.get("points", ())):
         fmin, fmax = caliper_widths_of_points(total["points"], total["point_labels"], n_labels,
                                               n_directions=n_directions)
     else:

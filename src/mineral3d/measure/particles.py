@@ -89,7 +89,7 @@ def _refine(pts, starts, seg_of_point, best: np.ndarray, *, largest: bool, steps
 
 
 def caliper_widths(labels: np.ndarray, n_labels: int, *, n_directions: int = 64, chunk: int = 8,
-             block_points: int = 2_000_000):
+             block_points: int = 1_000_000):
     """Smallest and largest caliper width (voxels) of each label.
 
     The caliper of a voxel set along unit d is max(d.c) - min(d.c) + 1 over its voxel
@@ -104,29 +104,25 @@ def caliper_widths(labels: np.ndarray, n_labels: int, *, n_directions: int = 64,
                                     chunk=chunk, block_points=block_points)
 
 
+def _project(pts: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    """(n, K) projections of float32 points on K directions, element by element (no BLAS: the
+    value of a point does not depend on how many points are projected with it)."""
+    return pts[:, :1] * dirs[:, 0] + pts[:, 1:2] * dirs[:, 1] + pts[:, 2:3] * dirs[:, 2]
+
+
 def caliper_widths_of_points(points: np.ndarray, point_labels: np.ndarray, n_labels: int, *, n_directions: int = 64,
-                             chunk: int = 4, block_points: int = 2_000_000):
-    """:func:`caliper_widths` from the hull-candidate voxels ((m, 3) centres and their labels)."""
+                             chunk: int = 4, block_points: int = 1_000_000):
+    """:func:`caliper_widths` from the hull-candidate voxels ((m, 3) centres and their labels).
+
+    Points are sorted by label (an index, not a copy of the points) and processed in blocks
+    of whole labels of about ``block_points`` points, converted to float32 per block: memory
+    is ~12 bytes per point beyond the inputs, and each label's result depends on its own
+    points only.
+    """
     lab = np.asarray(point_labels)
     order = np.argsort(lab, kind="stable")
-    lab = lab[order]
-    pts = np.asarray(points, dtype=np.float32)[order]
-    present, starts, sizes = np.unique(lab, return_index=True, return_counts=True)
+    present, starts, sizes = np.unique(lab[order], return_index=True, return_counts=True)
     dirs = np.concatenate([lattice_directions(), fibonacci_hemisphere(n_directions)]).astype(np.float32)
-    best_max = np.zeros((len(present), 3))
-    best_min = np.zeros((len(present), 3))
-    fmax_s = np.full(len(present), -np.inf)
-    fmin_s = np.full(len(present), np.inf)
-    for d0 in range(0, len(dirs), chunk):
-        d = dirs[d0:d0 + chunk]
-        proj = pts @ d.T
-        width = np.maximum.reduceat(proj, starts, axis=0) - np.minimum.reduceat(proj, starts, axis=0) + 1.0
-        i_max, i_min = width.argmax(axis=1), width.argmin(axis=1)
-        w_max, w_min = width[np.arange(len(present)), i_max], width[np.arange(len(present)), i_min]
-        up, down = w_max > fmax_s, w_min < fmin_s
-        best_max[up], fmax_s[up] = d[i_max[up]], w_max[up]
-        best_min[down], fmin_s[down] = d[i_min[down]], w_min[down]
-    # refine in blocks of whole labels to bound memory
     fmax = np.zeros(n_labels)
     fmin = np.zeros(n_labels)
     ends = starts + sizes
@@ -135,12 +131,27 @@ def caliper_widths_of_points(points: np.ndarray, point_labels: np.ndarray, n_lab
         b1 = int(np.searchsorted(ends, starts[b0] + block_points, side="right"))
         b1 = max(b1, b0 + 1)
         p0, p1 = starts[b0], ends[b1 - 1]
+        pts = np.asarray(points[order[p0:p1]], dtype=np.float32)
         sub_starts = starts[b0:b1] - p0
-        seg = np.repeat(np.arange(b1 - b0), sizes[b0:b1])
-        _, hi = _refine(pts[p0:p1], sub_starts, seg, best_max[b0:b1], largest=True)
-        _, lo = _refine(pts[p0:p1], sub_starts, seg, best_min[b0:b1], largest=False)
-        fmax[present[b0:b1]] = np.maximum(hi, fmax_s[b0:b1])
-        fmin[present[b0:b1]] = np.minimum(lo, fmin_s[b0:b1])
+        n = b1 - b0
+        # global search over the direction set, a few directions at a time
+        best_max, best_min = np.zeros((n, 3)), np.zeros((n, 3))
+        fmax_s, fmin_s = np.full(n, -np.inf), np.full(n, np.inf)
+        for d0 in range(0, len(dirs), chunk):
+            d = dirs[d0:d0 + chunk]
+            proj = _project(pts, d)
+            width = np.maximum.reduceat(proj, sub_starts, axis=0) - np.minimum.reduceat(proj, sub_starts, axis=0) + 1.0
+            i_max, i_min = width.argmax(axis=1), width.argmin(axis=1)
+            w_max, w_min = width[np.arange(n), i_max], width[np.arange(n), i_min]
+            up, down = w_max > fmax_s, w_min < fmin_s
+            best_max[up], fmax_s[up] = d[i_max[up]], w_max[up]
+            best_min[down], fmin_s[down] = d[i_min[down]], w_min[down]
+        # then a hill climb per label
+        seg = np.repeat(np.arange(n), sizes[b0:b1])
+        _, hi = _refine(pts, sub_starts, seg, best_max, largest=True)
+        _, lo = _refine(pts, sub_starts, seg, best_min, largest=False)
+        fmax[present[b0:b1]] = np.maximum(hi, fmax_s)
+        fmin[present[b0:b1]] = np.minimum(lo, fmin_s)
         b0 = b1
     return fmin, fmax
 
