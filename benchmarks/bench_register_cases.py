@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--case-seeds", nargs="+", type=int, default=None,
                     help="register the cases only for these seeds (default: every seed); the foreign-map checks "
                          "still use every seed's CT and map")
+    ap.add_argument("--from-case", type=int, default=0,
+                    help="register only the cases from this index on (0-based; e.g. to finish a stopped run)")
     args = ap.parse_args()
     rows, foreign = [], []
     shape, scale = SHAPES[args.fraction], 1.0 / VOXEL_UM[args.fraction]
@@ -81,13 +83,13 @@ def main() -> None:
                                    voxel_um=VOXEL_UM[args.fraction], pixel_ratio=scale))
         render, ind = renderer(g), ct_indicator(g.ct)
         rng = np.random.default_rng(seed + 100)
-        for name, c in cases(rng, shape, scale):
+        for k_case, (name, c) in enumerate(cases(rng, shape, scale)):
             z, y, x = shape
             t = PlaneTransform.from_pose(centre_zyx=(c["depth"] * (z - 1), (y - 1) / 2, (x - 1) / 2),
                                          map_shape=c["size"], scale=scale, tilt_deg=c["tilt"],
                                          azimuth_deg=rng.uniform(0, 360), rotation_deg=rng.uniform(0, 360),
                                          mirror=c["mirror"])
-            if args.case_seeds is not None and seed not in args.case_seeds:
+            if (args.case_seeds is not None and seed not in args.case_seeds) or k_case < args.from_case:
                 if name.startswith("tilt 10° at 50%"):
                     foreign.append((seed, render(t, c["size"]), g.ct))
                 continue
