@@ -515,7 +515,10 @@ def runner_up(results: list[Candidate], *, shape, scale: float, coarse_runner: f
 
 
 def _map_side(ids: np.ndarray, bse: np.ndarray | None, config: RegisterConfig):
-    """The map's particle/resin layers (mask, weight) and what the BSE image did; refuses maps without outlines."""
+    """The map's particle/resin layers (mask, weight) and what the BSE image did; refuses maps without outlines
+    (and a search orientation that does not exist)."""
+    if config.orientation not in ("near-z", "any"):
+        raise ParameterError("orientation", f"must be near-z or any, got {config.orientation!r}")
     bse_mask, bse_note = None, "not given"
     if bse is not None:
         bse_mask, agree = bse_particles(bse, ids)
@@ -609,10 +612,8 @@ def register_section(ct: np.ndarray, ids: np.ndarray, *, scale: float, config: R
     RegistrationError
         The best match is weak or not distinct from the runner-up.
     """
-    if config.orientation not in ("near-z", "any"):
-        raise ParameterError("orientation", f"must be near-z or any, got {config.orientation!r}")
-    ind = ct_indicator(ct) if indicator is None else indicator
     mask, weight, bse_note = _map_side(ids, bse, config)
+    ind = ct_indicator(ct) if indicator is None else indicator
     shape = ids.shape
     results, coarse, runner_score = _candidates(ind, mask, weight, shape=shape, scale=scale, config=config)
     s, params, mirror, _, frame = results[0]
@@ -671,8 +672,6 @@ def register_section_coarse_to_fine(ct, ids: np.ndarray, *, scale: float, level:
 
     from mineral3d.plane import plane_box
 
-    if config.orientation not in ("near-z", "any"):
-        raise ParameterError("orientation", f"must be near-z or any, got {config.orientation!r}")
     b = level.factor
     mask, weight, bse_note = _map_side(ids, bse, config)
     shape = ids.shape
