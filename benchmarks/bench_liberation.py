@@ -15,8 +15,16 @@ For one generated sample (a seed no setting was tuned on):
    labels, with the run's particles: IoU and the same liberation numbers (argmax, and
    with a calibration fitted on its own train-section pairs by the same procedure).
 
+5. per-particle grades: each predicted particle inside the volume matched to the truth
+   particle it overlaps most; the predicted grade's error (calibrated and argmax) against
+   the truth particle's grade: mean (material-weighted) and spread, and the L(t) error
+   that this spread alone gives (the truth's grades plus the measured errors, shuffled
+   between particles: no bias, only scatter), so a miss can be told apart as bias or
+   as per-particle noise at this particle count.
+
 Writes ``OUT/<sample>/bench.json`` and prints one Markdown table per sample;
-``--table`` prints the table of every sample already in OUT.
+``--table`` prints the table of every sample already in OUT; ``--grades`` adds step 5 to
+the samples already in OUT whose run folder is still there.
 """
 
 from __future__ import annotations
@@ -63,6 +71,47 @@ def liberation_of(labels, phases, table, *, s, step, calibration=None) -> dict:
             "particles_inside": int(len(p3))}
 
 
+def grade_errors(sample_dir: Path, run_dir: Path, *, n_draws: int = 1000, seed: int = 0) -> dict:
+    """Per-particle grade errors of a finished run against the truth (step 5 of the module doc)."""
+    import pandas as pd
+
+    s = open_sample(sample_dir)
+    tgt = s.phase_table.target
+    tl = tifffile.imread(sample_dir / "truth" / "particles.tif")
+    tp = tifffile.imread(sample_dir / "truth" / "phases.tif")
+    pl = zarr.open_array(store=str(run_dir / "segmentation.zarr" / "particles"), mode="r")[...]
+    tt = particle_table(tl, tp, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, n_directions=4)
+    pt = pd.read_csv(run_dir / "particles.csv")
+    both = (pl > 0) & (tl > 0)
+    pairs = (pd.DataFrame({"p": pl[both].astype(np.int64), "t": tl[both].astype(np.int64)})
+             .value_counts().reset_index(name="n").sort_values(["n", "p", "t"], ascending=[False, True, True])
+             .drop_duplicates("p"))
+    m = (pt[~pt["touches_border"]].merge(pairs, left_on="particle", right_on="p")
+         .merge(tt[["particle", f"vol_{tgt}"]].rename(columns={"particle": "t", f"vol_{tgt}": "truth"}), on="t"))
+    w = m["material_um3"].to_numpy(float)
+    truth = m["truth"].to_numpy(float)
+    out: dict = {"matched": int(len(m))}
+    rng = np.random.default_rng(seed)
+    ts = (0.8, 0.9, 0.95)
+
+    def lib_of(g):
+        tot = (w * g).sum()
+        return np.array([(w * g * (g >= t - lib.GRADE_EPS)).sum() / tot for t in ts])
+
+    l_truth = lib_of(truth)
+    for name, col in (("calibrated", "grade"), ("argmax", f"vol_{tgt}")):
+        e = m[col].to_numpy(float) - truth
+        rich = truth >= 0.5
+        noise = np.array([np.abs(lib_of(np.clip(truth + rng.permutation(e - np.average(e, weights=w)), 0, 1))
+                                 - l_truth) for _ in range(n_draws)])
+        out[name] = {"bias": float(np.average(e, weights=w)),
+                     "sd": float(np.sqrt(np.average((e - np.average(e, weights=w)) ** 2, weights=w))),
+                     "bias_rich": float(np.average(e[rich], weights=w[rich])) if rich.any() else None,
+                     "rich": int(rich.sum()),
+                     "scatter_only_error": {f"{t:g}": float(np.median(noise[:, i])) for i, t in enumerate(ts)}}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fraction", default="fine")
@@ -73,12 +122,22 @@ def main() -> None:
     ap.add_argument("--variant", default="default", help="phantom variant: default or varied")
     ap.add_argument("--skip-rf", action="store_true")
     ap.add_argument("--table", action="store_true", help="print the tables of the samples already in OUT")
+    ap.add_argument("--grades", action="store_true",
+                    help="add the per-particle grade errors to the samples in OUT whose run is still there")
     ap.add_argument("--existing", type=Path, nargs=2, metavar=("SAMPLE", "RUN"),
                     help="score a sample and its finished default run instead of generating and running one")
     args = ap.parse_args()
     if args.table:
         for p in sorted(args.out.glob("*/bench.json")):
             print_table(json.loads(p.read_text()))
+        return
+    if args.grades:
+        for p in sorted(args.out.glob("*/bench.json")):
+            if (p.parent / "run" / "particles.csv").is_file():
+                res = json.loads(p.read_text())
+                res["grade_errors"] = grade_errors(p.parent / "sample", p.parent / "run")
+                p.write_text(json.dumps(res, indent=2))
+                print_table(res)
         return
     kw = {"shape": tuple(args.shape)} if args.shape else {}
     name = f"{args.fraction}{args.seed}-{args.voxel_um or 'default'}um" + ("" if args.variant == "default"
@@ -138,6 +197,7 @@ def main() -> None:
                      "argmax": liberation_of(labels, rf, pt, s=s, step=step),
                      "calibrated": liberation_of(labels, rf, pt, s=s, step=step, calibration=cal),
                      "calibration": {"applied": cal.applied, "note": cal.note}, "trust": trust["status"]}
+    res["grade_errors"] = grade_errors(sample_dir, run_dir)
     (root / "bench.json").write_text(json.dumps(res, indent=2))
     print_table(res)
 
@@ -170,6 +230,17 @@ def print_table(res: dict) -> None:
         row(f"ilastik-style RF ({r['times']['total_s']:.0f} s), argmax", r["iou"], r["argmax"]["3d"], r["argmax"]["2d"])
         row("ilastik-style RF, calibrated", r["iou"], r["calibrated"]["3d"], r["calibrated"]["2d"])
     print(f"\ncalibration: {(c.get('calibration') or {}).get('note')}; trust: {c['trust']['status']}")
+    ge = res.get("grade_errors")
+    if ge:
+        def part(k):
+            e = ge[k]
+            so = e["scatter_only_error"]
+            rich = "-" if e["bias_rich"] is None else f"{e['bias_rich']:+.3f}"
+            return (f"{k} bias {e['bias']:+.3f} (truth grade >= 0.5: {rich}, {e['rich']} particles), "
+                    f"sd {e['sd']:.3f}, L(0.8/0.9/0.95) error from that scatter alone (median) "
+                    f"{so['0.8']:.3f}/{so['0.9']:.3f}/{so['0.95']:.3f}")
+        print(f"\nper-particle grade - truth ({ge['matched']} particles matched): {part('calibrated')}; "
+              f"{part('argmax')}")
 
 
 if __name__ == "__main__":
