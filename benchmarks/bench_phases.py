@@ -68,7 +68,7 @@ def predict(model, ct, zoom=1.0, calibrated=True):
 
     out = np.zeros(ct.shape, np.uint8)
     classes = np.asarray(model.classes, np.uint8)
-    levels = GreyLevels.from_volume(ct)
+    levels = GreyLevels.from_volume(ct, trend=model.levels.trend is not None)
     bias = np.asarray(model.class_bias) if (calibrated and model.class_bias is not None) else None
     for _, sl, prob in predict_blocks(ct, levels.normalise, model.build(), zoom=zoom, config=InferConfig()):
         out[sl] = classes[classify(prob, bias)]
@@ -167,7 +167,7 @@ def main() -> None:
     res["modal"] = {m: {n: float(np.mean(p == k)) for n, k in zip(names, classes)} for m, p in preds.items()}
 
     # validation honesty on the validation-role section(s)
-    v = validate_sample(s, reg, pred_sparse, baseline=base)
+    v = validate_sample(s, reg, pred_sparse, baseline=base, trend=sparse.levels.trend is not None)
     res["validation"] = {k: {n: v["all"][k]["voxel_grid"]["per_phase"][n]["iou"] for n in names}
                          for k in ("ceiling", "truth_volume", "baseline") if k in v["all"]}
     res["validation"]["map"] = {n: v["all"]["voxel_grid"]["per_phase"][n]["iou"] for n in names}

@@ -7,11 +7,18 @@ dead pixels do not move it), then the median of each side. Normalising with
 ``(grey - resin) / (mineral - resin)`` puts resin near 0 and mineral near 1 whatever the
 dtype (uint8, uint16, float), the scanner's energy and the resin fraction of the volume,
 which percentile scaling of the whole volume does not (it moves with the resin fraction).
+
+Lab CT is rarely flat: beam hardening darkens the centre of the field of view (cupping),
+by a few percent of the mineral level, which is as much as two phases of similar
+attenuation differ (LiAlO2 and gehlenite: ~7%). A :class:`RadialTrend` measures, on the
+same subsample, how the resin and mineral levels change with the distance from the
+rotation axis, and :meth:`GreyLevels.normalise` then maps resin to 0 and mineral to 1
+*at every distance*, so a phase looks the same in the middle and at the rim of the field.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,6 +55,145 @@ def random_voxels(volume, n: int, seed: int) -> np.ndarray:
     return np.concatenate(parts).astype(np.float64)
 
 
+def random_positions(volume, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` random voxels of a (possibly lazy) volume with their flat indices, slab by slab.
+
+    Returns (values float64, flat indices int64).
+    """
+    shape = tuple(int(v) for v in volume.shape)
+    total = int(np.prod(shape))
+    rng = np.random.default_rng(seed)
+    if total <= n:
+        return np.asarray(volume, np.float64).reshape(-1), np.arange(total, dtype=np.int64)
+    if isinstance(volume, np.ndarray):
+        idx = np.sort(rng.integers(0, total, n))
+        return volume.reshape(-1)[idx].astype(np.float64), idx
+    step = max(1, shape[0] // 32)
+    per = max(1, n // len(range(0, shape[0], step)))
+    plane = shape[1] * shape[2]
+    vals, idx = [], []
+    for z in range(0, shape[0], step):
+        i = np.sort(rng.integers(0, plane, per))
+        vals.append(np.asarray(volume[z:z + 1]).reshape(-1)[i])
+        idx.append(i + z * plane)
+    return np.concatenate(vals).astype(np.float64), np.concatenate(idx)
+
+
+def _trimmed_mean(v: np.ndarray, cut: float = 10.0) -> float:
+    """Mean of the values between the ``cut`` and 100 - ``cut`` percentiles: a ring's mineral
+    level. Not the median: a ring's mineral voxels mix phases of different grey, and the
+    median of a two-phase mixture jumps from one phase's level to the other's as the
+    mixture changes; the trimmed mean moves smoothly with it, and drops edge voxels and
+    bright inclusions. (The resin, one phase, takes the median: its mean would follow the
+    blurred halo around particles, and so the ring's particle density.)"""
+    lo, hi = np.percentile(v, [cut, 100 - cut])
+    return float(np.mean(v[(v >= lo) & (v <= hi)]))
+
+
+TREND_BINS = 24
+"""Bins of rho² (0-1) whose resin and mineral grey levels (trimmed means) the trend is fitted to."""
+
+TREND_MIN_VOXELS = 200
+"""Fewest sampled voxels of a side (resin or mineral) for a bin to enter the fit."""
+
+
+@dataclass(frozen=True)
+class RadialTrend:
+    """How the resin and mineral grey levels change with the distance from the rotation axis.
+
+    Each level is ``c0 + c1 rho²`` with ``rho = distance from (centre_y, centre_x) /
+    radius``: the leading, parabolic shape of beam-hardening cupping. Two coefficients per
+    level, fitted to 24 rings: a higher order would follow the rings' sampling noise (a ring
+    cuts few particles, whose mixture of phases differs from ring to ring).
+    ``radius`` is half the diagonal of a z slice (voxels), so rho <= 1 in the volume.
+
+    Assumes the CT's rotation axis is the volume's z axis through the middle of each slice
+    (how reconstructions are written), that the trend does not change along z, and that the
+    particles' composition does not change with the distance from the axis (the mineral
+    median of each ring mixes all phases of the particles it cuts; a random packing has
+    the same mixture at every distance, a sample sorted by composition would not).
+
+    Attributes
+    ----------
+    resin, mineral : (2,) tuple of float
+        ``(c0, c1)``, grey units.
+    centre_yx : (2,) tuple of float
+        The axis, voxels.
+    radius : float
+        Voxels.
+    rho2_range : (2,) tuple of float
+        The rho² range of the bins the fit saw; outside it the levels are held at its ends
+        (the polynomial is not extrapolated).
+    """
+
+    resin: tuple[float, float]
+    mineral: tuple[float, float]
+    centre_yx: tuple[float, float]
+    radius: float
+    rho2_range: tuple[float, float]
+
+    @classmethod
+    def fit(cls, values: np.ndarray, flat_index: np.ndarray, shape, threshold: float,
+            levels: tuple[float, float] | None = None) -> RadialTrend | None:
+        """Fit to sampled voxels (``values`` at ``flat_index`` of a volume of ``shape``).
+
+        ``levels`` (resin, mineral): the volume's overall levels; the fitted lines are moved
+        to average them over the rings (the trend describes the change, the levels stay the
+        volume's own).
+
+        None when fewer than 6 bins hold enough resin and mineral voxels, or when the fitted
+        mineral level is not above the resin level everywhere in the range.
+        """
+        shape = tuple(int(v) for v in shape)
+        _, y, x = np.unravel_index(np.asarray(flat_index, np.int64), shape)
+        cy, cx = (shape[1] - 1) / 2, (shape[2] - 1) / 2
+        radius = 0.5 * float(np.hypot(shape[1], shape[2]))
+        rho2 = ((y - cy) ** 2 + (x - cx) ** 2) / radius ** 2
+        b = np.minimum((rho2 * TREND_BINS).astype(np.int64), TREND_BINS - 1)
+        mineral = values >= threshold
+        rows = []
+        for k in range(TREND_BINS):
+            sel = b == k
+            lo, hi = values[sel & ~mineral], values[sel & mineral]
+            if lo.size >= TREND_MIN_VOXELS and hi.size >= TREND_MIN_VOXELS:
+                rows.append((float(np.mean(rho2[sel])), float(np.median(lo)), _trimmed_mean(hi), int(sel.sum())))
+        if len(rows) < 6:
+            return None
+        r2, lo, hi, n = (np.array(c) for c in zip(*rows))
+        a = np.stack([np.ones_like(r2), r2], axis=1) * np.sqrt(n)[:, None]
+        cr = np.linalg.lstsq(a, lo * np.sqrt(n), rcond=None)[0]
+        cm = np.linalg.lstsq(a, hi * np.sqrt(n), rcond=None)[0]
+        if levels is not None:
+            cr[0] += levels[0] - np.average(cr[0] + cr[1] * r2, weights=n)
+            cm[0] += levels[1] - np.average(cm[0] + cm[1] * r2, weights=n)
+        trend = cls(resin=tuple(float(v) for v in cr), mineral=tuple(float(v) for v in cm), centre_yx=(cy, cx),
+                    radius=radius, rho2_range=(float(r2.min()), float(r2.max())))
+        grid = np.linspace(r2.min(), r2.max(), 64)
+        r_, m_ = trend.levels_at(grid)
+        return trend if np.all(m_ > r_) else None
+
+    def levels_at(self, rho2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(resin, mineral) grey levels at ``rho2`` (float64)."""
+        t = np.clip(np.asarray(rho2, np.float64), *self.rho2_range)
+        return self.resin[0] + t * self.resin[1], self.mineral[0] + t * self.mineral[1]
+
+    def rho2(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """rho² of voxel rows ``y`` and columns ``x`` (broadcast)."""
+        return ((np.asarray(y, np.float64) - self.centre_yx[0]) ** 2
+                + (np.asarray(x, np.float64) - self.centre_yx[1]) ** 2) / self.radius ** 2
+
+    def to_dict(self) -> dict:
+        return {"model": "radial, c0 + c1 rho^2", "resin": list(self.resin),
+                "mineral": list(self.mineral), "centre_yx": list(self.centre_yx), "radius": self.radius,
+                "rho2_range": list(self.rho2_range)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RadialTrend:
+        return cls(resin=tuple(float(v) for v in d["resin"]), mineral=tuple(float(v) for v in d["mineral"]),
+                   centre_yx=tuple(float(v) for v in d["centre_yx"]), radius=float(d["radius"]),
+                   rho2_range=tuple(float(v) for v in d["rho2_range"]))
+
+
 @dataclass(frozen=True)
 class GreyLevels:
     """Resin and mineral grey levels of a CT volume (in its own grey units).
@@ -58,17 +204,31 @@ class GreyLevels:
         Median grey value below and above the Otsu threshold.
     threshold : float
         The Otsu threshold between them.
+    trend : RadialTrend or None
+        The levels' change with the distance from the rotation axis; when present,
+        :meth:`normalise` uses the levels of each voxel's distance instead of the two
+        constants (which still give the threshold and the volume's typical levels).
     """
 
     resin: float
     mineral: float
     threshold: float
+    trend: RadialTrend | None = None
 
     @classmethod
-    def from_volume(cls, volume, *, n_samples: int = 2_000_000, seed: int = 0) -> GreyLevels:
-        """Measure the levels on a random subsample of ``volume`` (ndarray, or a Zarr/dask array)."""
-        sample = random_voxels(volume, n_samples, seed)
-        sample = sample[np.isfinite(sample)]
+    def from_volume(cls, volume, *, n_samples: int = 2_000_000, seed: int = 0, trend: bool = False) -> GreyLevels:
+        """Measure the levels on a random subsample of ``volume`` (ndarray, or a Zarr/dask array).
+
+        With ``trend``, also fit a :class:`RadialTrend` on the same subsample (None where the
+        volume does not allow one: too small, too few resin or mineral voxels).
+        """
+        if trend:
+            sample, index = random_positions(volume, n_samples, seed)
+        else:
+            sample, index = random_voxels(volume, n_samples, seed), None
+        keep = np.isfinite(sample)
+        sample = sample[keep]
+        everything = sample
         lo, hi = np.percentile(sample, [0.5, 99.5])
         sample = sample[(sample >= lo) & (sample <= hi)]
         if sample.size < 2 or hi <= lo:
@@ -79,20 +239,52 @@ class GreyLevels:
         mineral = float(np.median(above)) if above.size else float(hi)
         if mineral <= resin:
             mineral = resin + 1.0
-        return cls(resin, mineral, t)
+        fitted = None
+        if trend and volume.ndim == 3:
+            # all voxels: the brightest 0.5% left out above are the rim's mineral under cupping
+            fitted = RadialTrend.fit(everything, index[keep], volume.shape, t, levels=(resin, mineral))
+        return cls(resin, mineral, t, fitted)
 
     @classmethod
     def from_dict(cls, d: dict) -> GreyLevels:
-        return cls(float(d["resin"]), float(d["mineral"]), float(d["threshold"]))
+        trend = d.get("trend")
+        return cls(float(d["resin"]), float(d["mineral"]), float(d["threshold"]),
+                   None if trend is None else RadialTrend.from_dict(trend))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = {"resin": self.resin, "mineral": self.mineral, "threshold": self.threshold}
+        if self.trend is not None:
+            d["trend"] = self.trend.to_dict()
+        return d
 
-    def normalise(self, block: np.ndarray, *, out_dtype=np.float32) -> np.ndarray:
-        """``(block - resin) / (mineral - resin)``: resin ~0, mineral ~1 (not clipped)."""
-        out = np.asarray(block, dtype=out_dtype) - out_dtype(self.resin)
-        out *= out_dtype(1.0 / (self.mineral - self.resin))
+    def normalise(self, block: np.ndarray, *, out_dtype=np.float32, origin=(0, 0, 0)) -> np.ndarray:
+        """``(block - resin) / (mineral - resin)``: resin ~0, mineral ~1 (not clipped).
+
+        With a trend, the levels are those of each voxel's distance from the axis, for a
+        (Z, Y, X) ``block`` whose first voxel is voxel ``origin`` (z, y, x) of the volume.
+        """
+        if self.trend is None:
+            out = np.asarray(block, dtype=out_dtype) - out_dtype(self.resin)
+            out *= out_dtype(1.0 / (self.mineral - self.resin))
+            return out
+        block = np.asarray(block)
+        if block.ndim != 3:
+            raise ValueError(f"a (Z, Y, X) block is needed with a radial trend, got shape {block.shape}")
+        y = np.arange(block.shape[1]) + int(origin[1])
+        x = np.arange(block.shape[2]) + int(origin[2])
+        r, m = self.trend.levels_at(self.trend.rho2(y[:, None], x[None, :]))
+        out = np.asarray(block, dtype=out_dtype) - r.astype(out_dtype)
+        out *= (1.0 / (m - r)).astype(out_dtype)
         return out
+
+    def normalise_voxels(self, values: np.ndarray, flat_index: np.ndarray, shape, *, out_dtype=np.float32
+                         ) -> np.ndarray:
+        """:meth:`normalise` of single voxels (``values`` at ``flat_index`` of a volume of ``shape``)."""
+        if self.trend is None:
+            return self.normalise(values, out_dtype=out_dtype)
+        _, y, x = np.unravel_index(np.asarray(flat_index, np.int64), tuple(int(v) for v in shape))
+        r, m = self.trend.levels_at(self.trend.rho2(y, x))
+        return ((np.asarray(values, np.float64) - r) / (m - r)).astype(out_dtype)
 
 
 class NormalisedVolume:
@@ -105,7 +297,14 @@ class NormalisedVolume:
         self.ndim, self.dtype = len(self.shape), np.dtype(np.float32)
 
     def __getitem__(self, key) -> np.ndarray:
-        return self.levels.normalise(np.asarray(self.volume[key]))
+        block = np.asarray(self.volume[key])
+        if self.levels.trend is None:
+            return self.levels.normalise(block)
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) != 3 or not all(isinstance(k, slice) and k.step in (None, 1) for k in key):
+            raise TypeError(f"a radial trend needs a (z, y, x) tuple of unit-step slices, got {key!r}")
+        origin = tuple(k.indices(n)[0] for k, n in zip(key, self.shape))
+        return self.levels.normalise(block, origin=origin)
 
 
 def grey_foreground(volume: np.ndarray, *, levels: GreyLevels | None = None, median: int = 3) -> np.ndarray:
@@ -153,7 +352,7 @@ def edge_sigma_vox(volume, *, levels: GreyLevels | None = None, crop: int = 96, 
     vals = []
     for _ in range(n_crops):
         lo = [int(rng.integers(0, s - b + 1)) for s, b in zip(shape, box)]
-        u = levels.normalise(np.asarray(volume[tuple(slice(a, a + b) for a, b in zip(lo, box))]))
+        u = levels.normalise(np.asarray(volume[tuple(slice(a, a + b) for a, b in zip(lo, box))]), origin=lo)
         grad = ndimage.gaussian_gradient_magnitude(u, d)
         half = np.abs(ndimage.gaussian_filter(u, d) - 0.5) < 0.1
         inner = tuple(slice(m, max(m, n - m)) for n in u.shape)  # away from the crop faces

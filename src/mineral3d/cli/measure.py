@@ -137,12 +137,13 @@ def validate(
     names = [n.strip() for n in sections.split(",")] if sections else None
     for n in names or []:
         s.config.section(n)
-    baseline = None
+    baseline, trend = None, False
     if model_dir is not None:
         m = load_model(model_dir)
+        trend = m.levels.trend is not None
         if "baseline" in m.info:
             baseline = GreyClassifier.from_dict(m.info["baseline"])
-    result = validate_sample(s, registration, seg, sections=names, baseline=baseline)
+    result = validate_sample(s, registration, seg, sections=names, baseline=baseline, trend=trend)
     write_validation(out_dir, result)
     table = Table("phase", "IoU", "Dice", "map %", "predicted %", *(["baseline IoU"] if baseline else []),
                   *(["ceiling IoU", "truth IoU"] if "ceiling" in result["all"] else []),

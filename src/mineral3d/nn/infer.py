@@ -125,7 +125,8 @@ def predict_blocks(volume, normalise: Callable[[np.ndarray], np.ndarray], net: t
     volume : (Z, Y, X) array-like
         Anything sliceable: ndarray, memmap, Zarr array.
     normalise : callable
-        Grey block -> normalised float32 block.
+        (grey block, origin=(z, y, x) of its first voxel in the volume) -> normalised float32
+        block, e.g. :meth:`mineral3d.intensity.GreyLevels.normalise`.
     net : torch.nn.Module
     config : InferConfig
     device : torch.device or str
@@ -161,7 +162,7 @@ def predict_block(volume, normalise: Callable[[np.ndarray], np.ndarray], net: to
     shape = tuple(volume.shape)
     h = int(config.halo)
     outer = tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, n in zip(core, shape))
-    image = normalise(np.asarray(volume[outer]))
+    image = normalise(np.asarray(volume[outer]), origin=tuple(o.start for o in outer))
     if zoom != 1.0:
         target = [max(1, int(round(n * zoom))) for n in image.shape]
         prob = predict_probabilities(net, _resample(image, target), config=config, device=device)

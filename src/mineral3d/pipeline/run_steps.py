@@ -288,7 +288,8 @@ def step_validate(ctx) -> None:
                                                  "note": "no validation-role section was registered",
                                                  "liberation_trust": read_run_trust(ctx.out)})
         return
-    result = validate_sample(s, ctx.layout.registration, seg, sections=names, baseline=base)
+    result = validate_sample(s, ctx.layout.registration, seg, sections=names, baseline=base,
+                             trend=m.levels.trend is not None)
     result["liberation_trust"] = read_run_trust(ctx.out)
     write_validation(ctx.out, result)
 

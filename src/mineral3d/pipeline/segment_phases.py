@@ -195,13 +195,24 @@ def finetune_on_corrections(sample: Sample, registration: Path | None, base_dir:
     return model
 
 
+RADIAL_TREND = True
+"""Default of :func:`train_phase_model`: remove the CT's radial grey trend (cupping) before
+training and segmenting. Sections cover the middle of the field of view; without this a
+model learns the middle's grey levels and misreads phases towards the rim (docs/phases.md)."""
+
+
 def train_phase_model(ct: np.ndarray, labels: SparseLabels, *, voxel_size_um: float, phase_table: PhaseTable,
                       network: NetworkConfig | None = None, config: TrainConfig = TrainConfig(),
                       device: str = "auto", checkpoint: str | os.PathLike | None = None,
                       progress: Callable[[int, int, float], None] | None = None, info: dict | None = None,
                       area_fractions: np.ndarray | None = None, voxel_weight: np.ndarray | None = None,
-                      focus: np.ndarray | None = None, init: Model | None = None) -> Model:
+                      focus: np.ndarray | None = None, init: Model | None = None,
+                      radial_trend: bool = RADIAL_TREND) -> Model:
     """Train a phase model on ``labels`` of ``ct``; also fits the grey-value baseline on them.
+
+    With ``radial_trend`` the CT is normalised with its grey levels' change with the
+    distance from the rotation axis (:class:`mineral3d.intensity.RadialTrend`: cupping);
+    the model records it, and ``segment_phases`` then measures and removes each volume's own.
 
     With ``area_fractions`` (per class, from :func:`section_area_fractions`), the model's
     material-phase offsets are calibrated so that its modal mineralogy on ``ct`` matches
@@ -216,7 +227,7 @@ def train_phase_model(ct: np.ndarray, labels: SparseLabels, *, voxel_size_um: fl
     if (target < 0).any():
         bad = sorted(set(labels.label[target < 0].tolist()))
         raise InputError("labels", f"phase ids {bad} are not in the phase table")
-    levels = init.levels if init is not None else GreyLevels.from_volume(ct, seed=config.seed)
+    levels = init.levels if init is not None else GreyLevels.from_volume(ct, seed=config.seed, trend=radial_trend)
     # a CT not held in memory (Zarr, memory map) is read and normalised patch by patch
     image = levels.normalise(ct) if isinstance(ct, np.ndarray) else NormalisedVolume(ct, levels)
     network = init.network if init is not None else network or NetworkConfig(out_channels=len(classes))
@@ -226,7 +237,8 @@ def train_phase_model(ct: np.ndarray, labels: SparseLabels, *, voxel_size_um: fl
     result = train(image, labels.zyx, target, network, config, device=dev, checkpoint=checkpoint,
                    progress=progress, weight=voxel_weight, focus=focus,
                    init_state=None if init is None else init.state)
-    baseline = GreyClassifier.fit(levels.normalise(take_voxels(ct, labels.index)), labels.label)
+    baseline = GreyClassifier.fit(levels.normalise_voxels(take_voxels(ct, labels.index), labels.index, ct.shape),
+                                  labels.label)
     record = {"train": config.to_dict(), "record": result.record(), "labels": {
         "voxels": len(labels), "per_phase": {phase_table.name_of(k): v for k, v in labels.counts().items()}},
         "baseline": baseline.to_dict(), "device": str(dev)}
@@ -336,7 +348,7 @@ def segment_phases(volume, *, voxel_size_um: float, model: Model, out: str | os.
     """
     out = Path(out)
     dev = runtime.resolve_device(device)
-    levels = GreyLevels.from_volume(volume)
+    levels = GreyLevels.from_volume(volume, trend=model.levels.trend is not None)
     shape = tuple(int(s) for s in volume.shape)
     key = _key(model, volume, levels, config, zoom, probabilities)
     group_attrs = {"voxel_size_um": float(voxel_size_um)}

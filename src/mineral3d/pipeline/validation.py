@@ -22,12 +22,13 @@ from mineral3d.validate import confusion_matrix, scores, section_validation
 
 def validate_sample(sample: Sample, registration: str | os.PathLike, segmentation, *,
                     sections: list[str] | None = None, baseline: GreyClassifier | None = None,
-                    use_truth: bool = True) -> dict:
+                    use_truth: bool = True, trend: bool = False) -> dict:
     """Scores of ``segmentation`` (phase ids, array-like) on the validation sections.
 
     Adds, per section and pooled over sections: the grey-value ``baseline`` scored the
     same way (when given, applied to this CT normalised by its own grey levels), and, when
     the sample has ground truth, the resolution ``ceiling`` and the truth-volume scores.
+    ``trend``: normalise as the baseline's model did, with the CT's radial grey trend.
     """
     table = sample.phase_table
     classes = [int(i) for i in table.ids if i != UNCLASSIFIED]
@@ -37,7 +38,7 @@ def validate_sample(sample: Sample, registration: str | os.PathLike, segmentatio
     shape = tuple(segmentation.shape)
     if baseline is not None:
         ct = sample.ct()
-        levels = GreyLevels.from_volume(ct)
+        levels = GreyLevels.from_volume(ct, trend=trend)
     result: dict = {"sections": {}, "phases": names, "classes": classes}
     pooled = {k: np.zeros((len(classes), len(classes)), np.int64) for k in ("voxel_grid", "ceiling", "truth_volume",
                                                                             "baseline")}
@@ -47,7 +48,7 @@ def validate_sample(sample: Sample, registration: str | os.PathLike, segmentatio
         r = section_validation(segmentation, ids, tr, classes, names, truth=truth)
         if r.get("voxels", 0) and baseline is not None:
             vox = section_voxels(shape, ids, tr)
-            grey = levels.normalise(take_voxels(ct, vox.index))
+            grey = levels.normalise_voxels(take_voxels(ct, vox.index), vox.index, ct.shape)
             conf = confusion_matrix(vox.label, baseline.predict(grey), classes)
             r["baseline"] = {"confusion": conf.tolist(), "voxel_grid": scores(conf, names)}
         for k in pooled:
