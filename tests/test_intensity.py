@@ -98,3 +98,15 @@ def test_levels_without_a_trend_keep_their_old_record():
     assert levels.trend is None
     assert list(levels.to_dict()) == ["resin", "mineral", "threshold"]
     assert GreyLevels.from_dict({"resin": 1.0, "mineral": 2.0, "threshold": 1.5}).trend is None
+
+
+def test_fill_outside_the_reconstruction_circle_does_not_make_a_trend():
+    """Reconstructions often write 0 outside their circular field of view: those corners are
+    neither resin nor mineral and must not bend the resin level towards the rim."""
+    mu, _ = _spheres(5)
+    ct = forward(mu, CTModel(cupping=0.0, ring_amplitude=0.0), np.random.default_rng(5))
+    ct[:, _rho(SHAPE)[0] > 0.72] = 0
+    levels = GreyLevels.from_volume(ct, trend=True)
+    r, m = levels.trend.levels_at(np.array(levels.trend.rho2_range))
+    assert abs(r[1] - r[0]) < 0.02 * (levels.mineral - levels.resin), levels.trend
+    assert abs(m[1] - m[0]) < 0.02 * (levels.mineral - levels.resin), levels.trend

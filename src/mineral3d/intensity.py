@@ -145,7 +145,12 @@ class RadialTrend:
         mineral level is not above the resin level everywhere in the range.
         """
         shape = tuple(int(v) for v in shape)
-        _, y, x = np.unravel_index(np.asarray(flat_index, np.int64), shape)
+        # voxels at the volume's extreme values are fill or clipping (e.g. the corners outside a
+        # reconstruction's circular field of view, written as 0), not resin or mineral
+        values, flat_index = np.asarray(values, np.float64), np.asarray(flat_index, np.int64)
+        real = (values > values.min()) & (values < values.max())
+        values, flat_index = values[real], flat_index[real]
+        _, y, x = np.unravel_index(flat_index, shape)
         cy, cx = (shape[1] - 1) / 2, (shape[2] - 1) / 2
         radius = 0.5 * float(np.hypot(shape[1], shape[2]))
         rho2 = ((y - cy) ** 2 + (x - cx) ** 2) / radius ** 2
