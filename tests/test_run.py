@@ -44,6 +44,10 @@ def test_run_writes_every_output(full_run):
         assert status["kernel"] is True and status["particles"] == inside, status
         assert json.loads((full_run / "kernel" / "kernel.json").read_text())["provenance"]["particles"] == inside
     html = (full_run / "report.html").read_text()
+    # the model was trained with the CT's radial grey trend removed, and the report says how large it was
+    model = json.loads((full_run / "model" / "model.json").read_text())
+    assert "trend" in model["normalisation"], model["normalisation"]
+    assert "Grey trend: the mineral grey level is" in html
     import base64
     import io
     import re

@@ -187,6 +187,14 @@ class RadialTrend:
         return ((np.asarray(y, np.float64) - self.centre_yx[0]) ** 2
                 + (np.asarray(x, np.float64) - self.centre_yx[1]) ** 2) / self.radius ** 2
 
+    def describe(self) -> str:
+        """The trend in words: how much the mineral level changes from the axis to the rim."""
+        r, m = self.levels_at(np.array(self.rho2_range))
+        change = (m[1] - m[0]) / float(np.mean(m - r))
+        return (f"the mineral grey level is {100 * abs(change):.1f}% of the resin-mineral contrast "
+                f"{'lower' if change > 0 else 'higher'} at the rotation axis than at the rim of the field of view "
+                "(cupping); removed before segmenting")
+
     def to_dict(self) -> dict:
         return {"model": "radial, c0 + c1 rho^2", "resin": list(self.resin),
                 "mineral": list(self.mineral), "centre_yx": list(self.centre_yx), "radius": self.radius,

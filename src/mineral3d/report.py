@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from jinja2 import Environment  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from mineral3d.intensity import random_voxels  # noqa: E402
+from mineral3d.intensity import RadialTrend, random_voxels  # noqa: E402
 from mineral3d.io.layout import RunLayout  # noqa: E402
 from mineral3d.io.sample import Sample  # noqa: E402
 
@@ -436,9 +436,11 @@ def build_report(out: str | Path, sample: Sample) -> str:
                                    "a checkerboard of map and CT (right). Score: normalised cross-correlation of "
                                    "particle masks; the runner-up is the best distinct other plane."})
     ph, pa = phases, parts  # lazy Zarr arrays: the figures read the slices and boxes they show
+    trend = phases.attrs.get("grey_levels", {}).get("trend")
+    trend_note = f" Grey trend: {RadialTrend.from_dict(trend).describe()}." if trend else ""
     figures.append({"title": "CT with phases and particles", "images": [fig_orthoslices(ct, ph, pa, sample)],
                     "caption": "Central slices in three orthogonal views: CT grey values (top), phase segmentation "
-                               "with particle outlines (bottom)."})
+                               "with particle outlines (bottom)." + trend_note})
     if val.get("all", {}).get("voxel_grid"):
         a = val["all"]
         keys = [k for k in ("baseline", "ceiling", "truth_volume") if k in a]
