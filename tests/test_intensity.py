@@ -83,6 +83,8 @@ def test_normalise_with_a_trend_is_the_same_whole_in_blocks_and_per_voxel():
     key = (slice(5, 30), slice(17, 90), slice(60, 160))
     np.testing.assert_allclose(levels.normalise(ct[key], origin=(5, 17, 60)), whole[key], rtol=0, atol=1e-6)
     np.testing.assert_allclose(NormalisedVolume(ct, levels)[key], whole[key], rtol=0, atol=1e-6)
+    strided = (slice(None, None, 7), slice(3, None, 5), slice(None, 100, 2))
+    np.testing.assert_allclose(NormalisedVolume(ct, levels)[strided], whole[strided], rtol=0, atol=1e-6)
     idx = np.random.default_rng(0).integers(0, ct.size, 1000)
     np.testing.assert_allclose(levels.normalise_voxels(ct.reshape(-1)[idx], idx, ct.shape), whole.reshape(-1)[idx],
                                rtol=0, atol=1e-5)

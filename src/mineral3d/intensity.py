@@ -283,9 +283,16 @@ class GreyLevels:
         block = np.asarray(block)
         if block.ndim != 3:
             raise ValueError(f"a (Z, Y, X) block is needed with a radial trend, got shape {block.shape}")
-        y = np.arange(block.shape[1]) + int(origin[1])
-        x = np.arange(block.shape[2]) + int(origin[2])
-        r, m = self.trend.levels_at(self.trend.rho2(y[:, None], x[None, :]))
+        return self.normalise_rows_cols(block, np.arange(block.shape[1]) + int(origin[1]),
+                                        np.arange(block.shape[2]) + int(origin[2]), out_dtype=out_dtype)
+
+    def normalise_rows_cols(self, block: np.ndarray, y: np.ndarray, x: np.ndarray, *, out_dtype=np.float32
+                            ) -> np.ndarray:
+        """:meth:`normalise` of a (Z, Y, X) ``block`` whose rows are volume rows ``y`` and whose
+        columns are volume columns ``x`` (e.g. a strided view)."""
+        if self.trend is None:
+            return self.normalise(block, out_dtype=out_dtype)
+        r, m = self.trend.levels_at(self.trend.rho2(np.asarray(y)[:, None], np.asarray(x)[None, :]))
         out = np.asarray(block, dtype=out_dtype) - r.astype(out_dtype)
         out *= (1.0 / (m - r)).astype(out_dtype)
         return out
@@ -314,10 +321,10 @@ class NormalisedVolume:
         if self.levels.trend is None:
             return self.levels.normalise(block)
         key = key if isinstance(key, tuple) else (key,)
-        if len(key) != 3 or not all(isinstance(k, slice) and k.step in (None, 1) for k in key):
-            raise TypeError(f"a radial trend needs a (z, y, x) tuple of unit-step slices, got {key!r}")
-        origin = tuple(k.indices(n)[0] for k, n in zip(key, self.shape))
-        return self.levels.normalise(block, origin=origin)
+        if len(key) != 3 or not all(isinstance(k, slice) for k in key):
+            raise TypeError(f"a radial trend needs a (z, y, x) tuple of slices, got {key!r}")
+        y, x = (np.arange(*k.indices(n)) for k, n in zip(key[1:], self.shape[1:]))
+        return self.levels.normalise_rows_cols(block, y, x)
 
 
 def grey_foreground(volume: np.ndarray, *, levels: GreyLevels | None = None, median: int = 3) -> np.ndarray:
