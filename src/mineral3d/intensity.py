@@ -37,22 +37,8 @@ def otsu_threshold(values: np.ndarray, bins: int = 512) -> float:
 
 
 def random_voxels(volume, n: int, seed: int) -> np.ndarray:
-    """Up to ``n`` random voxels of a (possibly lazy) volume, read slab by slab."""
-    shape = volume.shape
-    total = int(np.prod(shape))
-    if total <= n or isinstance(volume, np.ndarray):
-        flat = np.asarray(volume).reshape(-1)
-        if total <= n:
-            return flat.astype(np.float64)
-        return flat[np.random.default_rng(seed).integers(0, total, n)].astype(np.float64)
-    rng = np.random.default_rng(seed)
-    step = max(1, shape[0] // 32)
-    per = max(1, n // len(range(0, shape[0], step)))
-    parts = []
-    for z in range(0, shape[0], step):
-        slab = np.asarray(volume[z:z + 1]).reshape(-1)
-        parts.append(slab[rng.integers(0, slab.size, per)])
-    return np.concatenate(parts).astype(np.float64)
+    """Up to ``n`` random voxels of a (possibly lazy) volume, read slab by slab (float64)."""
+    return random_positions(volume, n, seed)[0]
 
 
 def random_positions(volume, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,18 +48,18 @@ def random_positions(volume, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]
     """
     shape = tuple(int(v) for v in volume.shape)
     total = int(np.prod(shape))
-    rng = np.random.default_rng(seed)
     if total <= n:
-        return np.asarray(volume, np.float64).reshape(-1), np.arange(total, dtype=np.int64)
+        return np.asarray(volume).reshape(-1).astype(np.float64), np.arange(total, dtype=np.int64)
+    rng = np.random.default_rng(seed)
     if isinstance(volume, np.ndarray):
-        idx = np.sort(rng.integers(0, total, n))
+        idx = rng.integers(0, total, n)
         return volume.reshape(-1)[idx].astype(np.float64), idx
     step = max(1, shape[0] // 32)
     per = max(1, n // len(range(0, shape[0], step)))
     plane = shape[1] * shape[2]
     vals, idx = [], []
     for z in range(0, shape[0], step):
-        i = np.sort(rng.integers(0, plane, per))
+        i = rng.integers(0, plane, per)
         vals.append(np.asarray(volume[z:z + 1]).reshape(-1)[i])
         idx.append(i + z * plane)
     return np.concatenate(vals).astype(np.float64), np.concatenate(idx)
