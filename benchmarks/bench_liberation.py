@@ -59,6 +59,34 @@ def iou(pred, truth, k):
     return float(i / u) if u else None
 
 
+DEPTH_BINS = ((0.0, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 3.0), (3.0, float("inf")))
+
+
+def recall_by_depth(pred, truth, k) -> list[dict]:
+    """Where phase ``k``'s errors lie: its truth voxels by depth inside their crystal.
+
+    Depth is the Euclidean distance (voxels, ``edt``) from a truth voxel of ``k`` to the
+    nearest voxel that is not ``k``: 1 for a voxel that touches another phase face-on (the
+    partial-volume shell of a crystal), more inside thick crystals. Per depth bin: the
+    share of the truth's ``k`` voxels, the recall there, and the false positives at the same
+    distance outside ``k`` (as a share of the truth's ``k`` voxels).
+    """
+    import edt
+
+    t = truth == k
+    p = pred == k
+    inside = edt.edt(t.view(np.uint8), black_border=False)
+    outside = edt.edt((~t).view(np.uint8), black_border=False)
+    n = max(int(t.sum()), 1)
+    out = []
+    for lo, hi in DEPTH_BINS:
+        m = t & (inside > lo) & (inside <= hi)
+        fp = p & ~t & (outside > lo) & (outside <= hi)
+        out.append({"depth_voxels": [lo, hi], "truth_share": float(m.sum() / n),
+                    "recall": float((m & p).sum() / max(int(m.sum()), 1)), "false_pos_share": float(fp.sum() / n)})
+    return out
+
+
 def liberation_of(labels, phases, table, *, s, step, calibration=None) -> dict:
     """3D L(t) (calibrated when given, else argmax) and 2D virtual L(t) of one 3D result."""
     target = s.phase_table.target
@@ -124,6 +152,8 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="print the tables of the samples already in OUT")
     ap.add_argument("--grades", action="store_true",
                     help="add the per-particle grade errors to the samples in OUT whose run is still there")
+    ap.add_argument("--depth", action="store_true",
+                    help="add the recall by crystal depth to the samples in OUT whose run is still there")
     ap.add_argument("--existing", type=Path, nargs=2, metavar=("SAMPLE", "RUN"),
                     help="score a sample and its finished default run instead of generating and running one")
     args = ap.parse_args()
@@ -136,6 +166,18 @@ def main() -> None:
             if (p.parent / "run" / "particles.csv").is_file():
                 res = json.loads(p.read_text())
                 res["grade_errors"] = grade_errors(p.parent / "sample", p.parent / "run")
+                p.write_text(json.dumps(res, indent=2))
+                print_table(res)
+        return
+    if args.depth:
+        for p in sorted(args.out.glob("*/bench.json")):
+            seg_store = p.parent / "run" / "segmentation.zarr" / "phases"
+            if seg_store.is_dir():
+                res = json.loads(p.read_text())
+                truth = tifffile.imread(p.parent / "sample" / "truth" / "phases.tif")
+                seg = zarr.open_array(store=str(seg_store), mode="r")[...]
+                table = open_sample(p.parent / "sample").phase_table
+                res["cnn"]["depth"] = {n: recall_by_depth(seg, truth, table.id_of(n)) for n in ("LiAlO2", "gehlenite")}
                 p.write_text(json.dumps(res, indent=2))
                 print_table(res)
         return
@@ -176,7 +218,9 @@ def main() -> None:
                   "calibration": summary.get("grade_calibration"),
                   "trust": {k: summary.get("liberation_trust", {}).get(k) for k in ("status", "reason", "thresholds")},
                   "iou": {n: iou(seg, truth_ph, k) for k, n in names.items()},
-                  "particles_inside": summary["particles_inside"]}
+                  "particles_inside": summary["particles_inside"],
+                  "depth": {n: recall_by_depth(seg, truth_ph, k) for k, n in names.items()
+                            if n in ("LiAlO2", "gehlenite")}}
     if not args.skip_rf:
         from ilastik_rf import fit_predict
 
@@ -230,6 +274,10 @@ def print_table(res: dict) -> None:
         row(f"ilastik-style RF ({r['times']['total_s']:.0f} s), argmax", r["iou"], r["argmax"]["3d"], r["argmax"]["2d"])
         row("ilastik-style RF, calibrated", r["iou"], r["calibrated"]["3d"], r["calibrated"]["2d"])
     print(f"\ncalibration: {(c.get('calibration') or {}).get('note')}; trust: {c['trust']['status']}")
+    for name, bins in (c.get("depth") or {}).items():
+        cells = ", ".join(f"({b['depth_voxels'][0]:g}, {b['depth_voxels'][1]:g}] {b['truth_share']:.2f} / "
+                          f"{b['recall']:.2f}" for b in bins)
+        print(f"\n{name} by depth inside the truth crystal (voxels: share of its voxels / recall): {cells}")
     ge = res.get("grade_errors")
     if ge:
         def part(k):
