@@ -83,6 +83,58 @@ TREND_MIN_VOXELS = 200
 """Fewest sampled voxels of a side (resin or mineral) for a bin to enter the fit."""
 
 
+AXIS_CELLS = 8
+"""Cells per slice axis (a grid of columns through all z) on which the axis is looked for."""
+
+AXIS_GAIN = 0.5
+"""An axis off the slice centre is taken only where it halves the cell levels' residual."""
+
+AXIS_MAX = 2.0
+"""Farthest axis taken, in half diagonals of a slice from its centre (farther: a sub-volume far
+from the axis, whose cupping is nearly a plane; the slice centre is kept)."""
+
+
+def _axis_centre(y: np.ndarray, x: np.ndarray, values: np.ndarray, mineral: np.ndarray,
+                 shape) -> tuple[float, float] | None:
+    """Where the rotation axis is, when it is not the slice centre (None: keep the centre).
+
+    The sampled voxels are grouped in ``AXIS_CELLS`` x ``AXIS_CELLS`` columns; the resin
+    (median) and mineral (trimmed mean) level of each column is fitted by the paraboloid
+    ``a + b u + c v + d (u² + v²)`` (u, v: position from the slice centre) and by the
+    centred ``a + d (u² + v²)``. Where, for resin or mineral, the paraboloid halves the
+    residual of the centred fit (``AXIS_GAIN``), its apex ``(-b / 2d, -c / 2d)`` is the axis
+    (the series with the larger gain decides). A reconstruction written about its rotation
+    axis, the usual case, keeps the slice centre: the centred fit explains its cells.
+    """
+    ny, nx = shape[1], shape[2]
+    sy, sx = (ny - 1) / 2, (nx - 1) / 2
+    half = 0.5 * float(np.hypot(ny, nx))
+    cell = (y * AXIS_CELLS // ny) * AXIS_CELLS + (x * AXIS_CELLS // nx)
+    best = None
+    for side, estimate in ((~mineral, np.median), (mineral, _trimmed_mean)):
+        c, yy, xx, vv = cell[side], y[side], x[side], values[side]
+        order = np.argsort(c, kind="stable")
+        c, yy, xx, vv = c[order], yy[order], xx[order], vv[order]
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        rows = [(float(np.mean(yy[a:b])), float(np.mean(xx[a:b])), float(estimate(vv[a:b])), b - a)
+                for a, b in zip(starts, np.r_[starts[1:], c.size]) if b - a >= TREND_MIN_VOXELS]
+        if len(rows) < 12:
+            continue
+        cy, cx, level, n = (np.array(r, np.float64) for r in zip(*rows))
+        u, v, w = (cy - sy) / half, (cx - sx) / half, np.sqrt(n)
+        full = np.stack([np.ones_like(u), u, v, u * u + v * v], axis=1)
+        rss = []
+        for a in (full[:, [0, 3]], full):
+            coef = np.linalg.lstsq(a * w[:, None], level * w, rcond=None)[0]
+            rss.append(float(np.sum((w * (a @ coef - level)) ** 2)))
+        gain = rss[1] / rss[0] if rss[0] > 0 else 1.0
+        if gain < AXIS_GAIN and coef[3] != 0 and (best is None or gain < best[0]):
+            u0, v0 = -coef[1] / (2 * coef[3]), -coef[2] / (2 * coef[3])
+            if np.hypot(u0, v0) <= AXIS_MAX:
+                best = (gain, (sy + u0 * half, sx + v0 * half))
+    return None if best is None else best[1]
+
+
 @dataclass(frozen=True)
 class RadialTrend:
     """How the resin and mineral grey levels change with the distance from the rotation axis.
@@ -91,10 +143,13 @@ class RadialTrend:
     radius``: the leading, parabolic shape of beam-hardening cupping. Two coefficients per
     level, fitted to 24 rings: a higher order would follow the rings' sampling noise (a ring
     cuts few particles, whose mixture of phases differs from ring to ring).
-    ``radius`` is half the diagonal of a z slice (voxels), so rho <= 1 in the volume.
+    ``radius`` is the distance from the axis to the farthest corner of a z slice (voxels;
+    half its diagonal for an axis at the slice centre), so rho <= 1 in the volume.
 
-    Assumes the CT's rotation axis is the volume's z axis through the middle of each slice
-    (how reconstructions are written), that the trend does not change along z, and that the
+    Assumes the CT's rotation axis is parallel to the volume's z axis, through the middle of
+    each slice (how reconstructions are written) unless the grey levels put it elsewhere (a
+    volume cropped from a larger reconstruction: ``_axis_centre``), that the trend does not
+    change along z, and that the
     particles' composition does not change with the distance from the axis (the mineral
     median of each ring mixes all phases of the particles it cuts; a random packing has
     the same mixture at every distance, a sample sorted by composition would not).
@@ -120,8 +175,12 @@ class RadialTrend:
 
     @classmethod
     def fit(cls, values: np.ndarray, flat_index: np.ndarray, shape, threshold: float,
-            levels: tuple[float, float] | None = None) -> RadialTrend | None:
+            levels: tuple[float, float] | None = None, find_axis: bool = True) -> RadialTrend | None:
         """Fit to sampled voxels (``values`` at ``flat_index`` of a volume of ``shape``).
+
+        ``find_axis``: look for a rotation axis off the slice centre (a volume cropped from a
+        larger reconstruction, an offset axis; see ``_axis_centre``); otherwise, and where
+        none is found, the axis is the slice centre.
 
         ``levels`` (resin, mineral): the volume's overall levels; the fitted lines are moved
         to average them over the rings (the trend describes the change, the levels stay the
@@ -137,11 +196,17 @@ class RadialTrend:
         real = (values > values.min()) & (values < values.max())
         values, flat_index = values[real], flat_index[real]
         _, y, x = np.unravel_index(flat_index, shape)
+        mineral = values >= threshold
         cy, cx = (shape[1] - 1) / 2, (shape[2] - 1) / 2
         radius = 0.5 * float(np.hypot(shape[1], shape[2]))
+        axis = _axis_centre(y, x, values, mineral, shape) if find_axis else None
+        if axis is not None:
+            cy, cx = axis
+            # the farthest corner of the slice (voxel edges) from the axis: rho <= 1 in the volume
+            radius = float(max(np.hypot(yc - cy, xc - cx) for yc in (-0.5, shape[1] - 0.5)
+                               for xc in (-0.5, shape[2] - 0.5)))
         rho2 = ((y - cy) ** 2 + (x - cx) ** 2) / radius ** 2
         b = np.minimum((rho2 * TREND_BINS).astype(np.int64), TREND_BINS - 1)
-        mineral = values >= threshold
         rows = []
         for k in range(TREND_BINS):
             sel = b == k
@@ -215,11 +280,13 @@ class GreyLevels:
     trend: RadialTrend | None = None
 
     @classmethod
-    def from_volume(cls, volume, *, n_samples: int = 2_000_000, seed: int = 0, trend: bool = False) -> GreyLevels:
+    def from_volume(cls, volume, *, n_samples: int = 2_000_000, seed: int = 0, trend: bool = False,
+                    find_axis: bool = True) -> GreyLevels:
         """Measure the levels on a random subsample of ``volume`` (ndarray, or a Zarr/dask array).
 
         With ``trend``, also fit a :class:`RadialTrend` on the same subsample (None where the
-        volume does not allow one: too small, too few resin or mineral voxels).
+        volume does not allow one: too small, too few resin or mineral voxels), about an axis
+        found from the grey levels when ``find_axis`` (else the slice centre).
         """
         if trend:
             sample, index = random_positions(volume, n_samples, seed)
@@ -241,7 +308,8 @@ class GreyLevels:
         fitted = None
         if trend and volume.ndim == 3:
             # all voxels: the brightest 0.5% left out above are the rim's mineral under cupping
-            fitted = RadialTrend.fit(everything, index[keep], volume.shape, t, levels=(resin, mineral))
+            fitted = RadialTrend.fit(everything, index[keep], volume.shape, t, levels=(resin, mineral),
+                                     find_axis=find_axis)
         return cls(resin, mineral, t, fitted)
 
     @classmethod
