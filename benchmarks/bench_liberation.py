@@ -140,6 +140,36 @@ def grade_errors(sample_dir: Path, run_dir: Path, *, n_draws: int = 1000, seed: 
     return out
 
 
+def rf_result(sample_dir: Path, run_dir: Path, labels, truth_ph, *, step: int, trend: bool = False) -> dict:
+    """Step 4: the ilastik-style RF on the run's sparse labels, measured with the run's particles.
+
+    ``trend``: its input normalised with the CT's radial trend removed, as the CNN's is (what
+    ilastik would not do by itself; a row that separates the network from the normalisation).
+    """
+    from ilastik_rf import fit_predict
+
+    from mineral3d.intensity import GreyLevels
+    from mineral3d.pipeline.segment_phases import section_labels
+
+    s = open_sample(sample_dir)
+    table = s.phase_table
+    names = {k: table.name_of(k) for k in table.ids if k not in (0, 255)}
+    reg = run_dir / "registration"
+    rec = json.loads((reg / "registration.json").read_text())["sections"]
+    train = [n for n, r in rec.items() if r["registered"] and r["role"] == "train"]
+    val = [n for n, r in rec.items() if r["registered"] and r["role"] == "validation"]
+    sparse, _ = section_labels(s, reg, sections=train)
+    ct = s.ct_array()
+    image = GreyLevels.from_volume(ct, trend=trend).normalise(ct)
+    rf, times = fit_predict(image, sparse.index, sparse.label, classes=sorted(names))
+    pt = particle_table(labels, rf, voxel_size_um=s.voxel_size_um, phase_table=table, n_directions=8)
+    cal, _, trust, _ = check_grades(s, reg, rf, train=train, validation=val)
+    return {"times": times, "iou": {n: iou(rf, truth_ph, k) for k, n in names.items()},
+            "argmax": liberation_of(labels, rf, pt, s=s, step=step),
+            "calibrated": liberation_of(labels, rf, pt, s=s, step=step, calibration=cal),
+            "calibration": {"applied": cal.applied, "note": cal.note}, "trust": trust["status"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fraction", default="fine")
@@ -149,6 +179,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-out/liberation"))
     ap.add_argument("--variant", default="default", help="phantom variant: default or varied")
     ap.add_argument("--skip-rf", action="store_true")
+    ap.add_argument("--rf-trend", action="store_true",
+                    help="also the RF on the CT normalised with its radial trend removed (with --existing: only that, "
+                         "added to OUT/<sample>/bench.json)")
     ap.add_argument("--table", action="store_true", help="print the tables of the samples already in OUT")
     ap.add_argument("--grades", action="store_true",
                     help="add the per-particle grade errors to the samples in OUT whose run is still there")
@@ -168,6 +201,18 @@ def main() -> None:
                 res["grade_errors"] = grade_errors(p.parent / "sample", p.parent / "run")
                 p.write_text(json.dumps(res, indent=2))
                 print_table(res)
+        return
+    if args.existing and args.rf_trend and args.skip_rf:
+        # only the trend RF row, added to a finished bench.json of that sample
+        sample_dir, run_dir = args.existing
+        p = run_dir.parent / "bench.json"
+        res = json.loads(p.read_text())
+        step = json.loads((run_dir / "summary.json").read_text())["sections_2d_virtual"]["planes_every_voxels"]
+        truth_ph = tifffile.imread(sample_dir / "truth" / "phases.tif")
+        labels = zarr.open_array(store=str(run_dir / "segmentation.zarr" / "particles"), mode="r")[...]
+        res["rf_trend"] = rf_result(sample_dir, run_dir, labels, truth_ph, step=step, trend=True)
+        p.write_text(json.dumps(res, indent=2))
+        print_table(res)
         return
     if args.depth:
         for p in sorted(args.out.glob("*/bench.json")):
@@ -222,25 +267,9 @@ def main() -> None:
                   "depth": {n: recall_by_depth(seg, truth_ph, k) for k, n in names.items()
                             if n in ("LiAlO2", "gehlenite")}}
     if not args.skip_rf:
-        from ilastik_rf import fit_predict
-
-        from mineral3d.intensity import GreyLevels
-        from mineral3d.pipeline.segment_phases import section_labels
-
-        reg = run_dir / "registration"
-        rec = json.loads((reg / "registration.json").read_text())["sections"]
-        train = [n for n, r in rec.items() if r["registered"] and r["role"] == "train"]
-        val = [n for n, r in rec.items() if r["registered"] and r["role"] == "validation"]
-        sparse, _ = section_labels(s, reg, sections=train)
-        ct = s.ct_array()
-        image = GreyLevels.from_volume(ct).normalise(ct)
-        rf, times = fit_predict(image, sparse.index, sparse.label, classes=sorted(names))
-        pt = particle_table(labels, rf, voxel_size_um=s.voxel_size_um, phase_table=table, n_directions=8)
-        cal, _, trust, _ = check_grades(s, reg, rf, train=train, validation=val)
-        res["rf"] = {"times": times, "iou": {n: iou(rf, truth_ph, k) for k, n in names.items()},
-                     "argmax": liberation_of(labels, rf, pt, s=s, step=step),
-                     "calibrated": liberation_of(labels, rf, pt, s=s, step=step, calibration=cal),
-                     "calibration": {"applied": cal.applied, "note": cal.note}, "trust": trust["status"]}
+        res["rf"] = rf_result(sample_dir, run_dir, labels, truth_ph, step=step)
+    if args.rf_trend:
+        res["rf_trend"] = rf_result(sample_dir, run_dir, labels, truth_ph, step=step, trend=True)
     res["grade_errors"] = grade_errors(sample_dir, run_dir)
     (root / "bench.json").write_text(json.dumps(res, indent=2))
     print_table(res)
@@ -273,6 +302,11 @@ def print_table(res: dict) -> None:
         r = res["rf"]
         row(f"ilastik-style RF ({r['times']['total_s']:.0f} s), argmax", r["iou"], r["argmax"]["3d"], r["argmax"]["2d"])
         row("ilastik-style RF, calibrated", r["iou"], r["calibrated"]["3d"], r["calibrated"]["2d"])
+    if "rf_trend" in res:
+        r = res["rf_trend"]
+        row(f"RF on the trend-normalised CT ({r['times']['total_s']:.0f} s), argmax", r["iou"], r["argmax"]["3d"],
+            r["argmax"]["2d"])
+        row("RF on the trend-normalised CT, calibrated", r["iou"], r["calibrated"]["3d"], r["calibrated"]["2d"])
     print(f"\ncalibration: {(c.get('calibration') or {}).get('note')}; trust: {c['trust']['status']}")
     for name, bins in (c.get("depth") or {}).items():
         cells = ", ".join(f"({b['depth_voxels'][0]:g}, {b['depth_voxels'][1]:g}] {b['truth_share']:.2f} / "
