@@ -48,6 +48,11 @@ def test_run_writes_every_output(full_run):
     model = json.loads((full_run / "model" / "model.json").read_text())
     assert "trend" in model["normalisation"], model["normalisation"]
     assert "Grey trend: the mineral grey level is" in html
+    # the training labels per phase, and the table's phases the model never saw, are stated
+    counts = model["info"]["labels"]["per_phase"]
+    assert f"LiAlO2 {counts['LiAlO2']:,}" in html
+    never = [n for n in ("spinel", "metal") if not counts.get(n)]
+    assert ("not in the train sections: " + ", ".join(never) in html) if never else ("not in the train" not in html)
     import base64
     import io
     import re

@@ -400,6 +400,23 @@ def _trust_banner(summary: dict) -> dict | None:
     return {"css": css, "headline": headline, "text": text}
 
 
+def _label_fact(model_json: Path, sample: Sample) -> str | None:
+    """The phase model's training labels in words: voxels per phase, and the table's phases it
+    never saw (it cannot predict those; their voxels are called the nearest phase it learned)."""
+    if not model_json.is_file():
+        return None
+    counts = json.loads(model_json.read_text()).get("info", {}).get("labels", {}).get("per_phase")
+    if not counts:
+        return None
+    table = sample.phase_table
+    missing = [table.name_of(k) for k in table.ids if k != 255 and counts.get(table.name_of(k), 0) == 0]
+    text = ", ".join(f"{html.escape(n)} {int(v):,}" for n, v in counts.items())
+    if missing:
+        text += (f"; not in the train sections: {html.escape(', '.join(missing))} (the model cannot predict "
+                 f"{'it' if len(missing) == 1 else 'them'}: such voxels are called the nearest phase it learned)")
+    return text
+
+
 def build_report(out: str | Path, sample: Sample) -> str:
     """The report of run folder ``out`` as an HTML string (figures inline)."""
     import zarr
@@ -529,6 +546,9 @@ def build_report(out: str | Path, sample: Sample) -> str:
              ("sections", ", ".join(f"{c.name} ({c.role})" for c in sample.config.sections)),
              ("target phase", target), ("particles", f"{summary['particles']} ({summary['particles_inside']} "
                                                      "inside the volume)")]
+    labels = _label_fact(layout.model / "model.json", sample)
+    if labels:
+        facts.append(("labelled voxels the phase model was trained on", labels))
     env = Environment(autoescape=False)
     return env.from_string(TEMPLATE).render(trust=_trust_banner(summary),
         name=html.escape(sample.config.name), facts=facts, target=html.escape(target),
