@@ -170,6 +170,47 @@ def rf_result(sample_dir: Path, run_dir: Path, labels, truth_ph, *, step: int, t
             "calibration": {"applied": cal.applied, "note": cal.note}, "trust": trust["status"]}
 
 
+def oracle_result(sample_dir: Path, run_dir: Path, truth_ph, seg) -> dict:
+    """The ceiling of the phase IoU on this CT: the run's network trained on dense truth labels.
+
+    Same network, training settings and radial-trend normalisation as the run's model,
+    trained on the truth label of every voxel with z < Z/2 (calibrated, as ``bench_phases``
+    does, to the phase fractions of that half) instead of the sparse section labels; the
+    oracle and the run's own segmentation are both scored on z >= Z/2, which the oracle
+    never saw. A phase whose oracle IoU is below a bar cannot reach it with more or better
+    section labels: the CT does not hold the information at that voxel size.
+    """
+    from bench_phases import predict
+
+    from mineral3d.labels import SparseLabels
+    from mineral3d.nn.model import load_model
+    from mineral3d.nn.train import TrainConfig
+    from mineral3d.pipeline.segment_phases import material_classes, train_phase_model
+
+    s = open_sample(sample_dir)
+    table = s.phase_table
+    ct = s.ct_array()
+    run_model = load_model(run_dir / "model")
+    config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in run_model.info["train"].items()})
+    half = ct.shape[0] // 2
+    index = np.arange(half * ct.shape[1] * ct.shape[2], dtype=np.int64)
+    dense = SparseLabels(ct.shape, index, truth_ph.reshape(-1)[index], np.ones(index.size, np.float32),
+                         np.ones(index.size, np.int32))
+    classes = material_classes(table)
+    counts = np.bincount(np.searchsorted(classes, dense.label), minlength=len(classes))
+    t = time.perf_counter()
+    oracle = train_phase_model(ct, dense, voxel_size_um=s.voxel_size_um, phase_table=table, config=config,
+                               network=run_model.network, device="cpu", area_fractions=counts / counts.sum(),
+                               radial_trend=run_model.levels.trend is not None)
+    train_s = time.perf_counter() - t
+    pred = predict(oracle, ct)
+    names = {k: table.name_of(k) for k in table.ids if k not in (0, 255)}
+    test = (slice(half, None),)
+    return {"train_s": train_s, "half": half,
+            "iou_test_half": {"oracle": {n: iou(pred[test], truth_ph[test], k) for k, n in names.items()},
+                              "cnn": {n: iou(seg[test], truth_ph[test], k) for k, n in names.items()}}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fraction", default="fine")
@@ -187,6 +228,9 @@ def main() -> None:
                     help="add the per-particle grade errors to the samples in OUT whose run is still there")
     ap.add_argument("--depth", action="store_true",
                     help="add the recall by crystal depth to the samples in OUT whose run is still there")
+    ap.add_argument("--oracle", action="store_true",
+                    help="with --existing: only the dense-label oracle (the IoU ceiling on this CT), added to "
+                         "OUT/<sample>/bench.json")
     ap.add_argument("--existing", type=Path, nargs=2, metavar=("SAMPLE", "RUN"),
                     help="score a sample and its finished default run instead of generating and running one")
     args = ap.parse_args()
@@ -211,6 +255,16 @@ def main() -> None:
         truth_ph = tifffile.imread(sample_dir / "truth" / "phases.tif")
         labels = zarr.open_array(store=str(run_dir / "segmentation.zarr" / "particles"), mode="r")[...]
         res["rf_trend"] = rf_result(sample_dir, run_dir, labels, truth_ph, step=step, trend=True)
+        p.write_text(json.dumps(res, indent=2))
+        print_table(res)
+        return
+    if args.existing and args.oracle:
+        sample_dir, run_dir = args.existing
+        p = run_dir.parent / "bench.json"
+        res = json.loads(p.read_text())
+        truth_ph = tifffile.imread(sample_dir / "truth" / "phases.tif")
+        seg = zarr.open_array(store=str(run_dir / "segmentation.zarr" / "phases"), mode="r")[...]
+        res["oracle"] = oracle_result(sample_dir, run_dir, truth_ph, seg)
         p.write_text(json.dumps(res, indent=2))
         print_table(res)
         return
@@ -308,6 +362,11 @@ def print_table(res: dict) -> None:
             r["argmax"]["2d"])
         row("RF on the trend-normalised CT, calibrated", r["iou"], r["calibrated"]["3d"], r["calibrated"]["2d"])
     print(f"\ncalibration: {(c.get('calibration') or {}).get('note')}; trust: {c['trust']['status']}")
+    if "oracle" in res:
+        o = res["oracle"]["iou_test_half"]
+        print(f"\ndense-label oracle ({res['oracle']['train_s'] / 60:.1f} min training; IoU on z >= "
+              f"{res['oracle']['half']}, which it never saw): "
+              + ", ".join(f"{n} {o['oracle'][n]:.3f} (sparse CNN {o['cnn'][n]:.3f})" for n in ("LiAlO2", "gehlenite")))
     for name, bins in (c.get("depth") or {}).items():
         cells = ", ".join(f"({b['depth_voxels'][0]:g}, {b['depth_voxels'][1]:g}] {b['truth_share']:.2f} / "
                           f"{b['recall']:.2f}" for b in bins)
