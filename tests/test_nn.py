@@ -207,6 +207,29 @@ def test_a_ct_as_sharp_in_voxels_is_used_at_its_own_voxels(tmp_path):
         check_model(m, voxel_size_um=3.0, phase_table=None, allow_resample=False, source="ct", ct=same)
 
 
+def test_a_ct_from_other_scan_settings_is_told_apart(tmp_path):
+    import dataclasses
+
+    from mineral3d.intensity import edge_sigma_vox
+    from mineral3d.pipeline.grades import with_scan_note
+    from mineral3d.pipeline.segment_phases import scan_difference
+
+    m = dataclasses.replace(_model(tmp_path), edge_sigma_vox=edge_sigma_vox(_spheres_ct(1.0, seed=1)))
+    same = scan_difference(m, _spheres_ct(1.0, seed=2))
+    assert not same["differs"] and abs(same["relative"]) < 0.1
+    sharp = scan_difference(m, _spheres_ct(0.5, seed=2))  # as the varied phantom's 0.67 vs 1.14 voxels
+    assert sharp["differs"] and -0.6 < sharp["relative"] < -0.35
+    # resampled by the blur ratio, as check_model does for another voxel size, it looks alike again
+    assert not scan_difference(m, _spheres_ct(2.0, seed=2), zoom=0.5)["differs"]
+    assert scan_difference(dataclasses.replace(m, edge_sigma_vox=None), _spheres_ct(1.0)) is None
+    trust = {"status": "unchecked", "reason": "no registered validation section"}
+    assert with_scan_note(trust, same) == {**trust, "scan": same}  # alike: the reason is unchanged
+    noted = with_scan_note(trust, sharp)
+    assert noted["status"] == "unchecked" and noted["scan"] == sharp
+    assert noted["reason"].startswith(trust["reason"]) and "not like the model's training CT" in noted["reason"]
+    assert with_scan_note(trust, None) is trust
+
+
 def test_class_weights_give_every_class_the_same_total_weight_at_power_one():
     from mineral3d.nn.train import class_weights
 

@@ -166,6 +166,10 @@ def test_apply_uses_the_model_without_training(small_sample, full_run, tmp_path,
     a = zarr.open_array(store=str(out / "segmentation.zarr" / "phases"), mode="r")[...]
     b = zarr.open_array(store=str(full_run / "segmentation.zarr" / "phases"), mode="r")[...]
     assert (a == b).mean() > 0.999
+    # the CT is the model's own: its edge blur is compared and found alike, the verdict's words unchanged
+    trust = json.loads((out / "summary.json").read_text())["liberation_trust"]
+    assert trust["scan"]["differs"] is False and abs(trust["scan"]["relative"]) < 0.05
+    assert "not like the model's training CT" not in trust["reason"]
 
 
 def test_apply_to_a_bare_ct(small_sample, full_run, tmp_path, capsys):

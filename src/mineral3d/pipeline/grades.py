@@ -102,6 +102,27 @@ def check_grades(sample: Sample, registration: str | os.PathLike, segmentation, 
     return calibration, source, trust, pairs
 
 
+def with_scan_note(trust: dict, scan: dict | None) -> dict:
+    """``trust`` with the comparison of the CT with the model's training CT (a model from elsewhere).
+
+    The comparison (:func:`~mineral3d.pipeline.segment_phases.scan_difference`) is kept
+    under ``"scan"``; where the CT differs, the reason says so in words. It does not change
+    the status: a held-out section is evidence, the edge blur only a reason to look for it.
+    """
+    if scan is None:
+        return trust
+    out = {**trust, "scan": scan}
+    if scan["differs"]:
+        ct, model = scan["ct_edge_sigma_vox"], scan["model_edge_sigma_vox"]
+        out["reason"] = (f"{trust['reason']}; and this CT is not like the model's training CT: its edges are "
+                         f"blurred over {ct:.2f} voxels against {model:.2f} "
+                         f"({100 * scan['relative']:+.0f}%), as from other scan settings, where the model's phase "
+                         "boundaries and grade calibration need not hold"
+                         + ("" if trust.get("status") == "trusted" else
+                            " (train on this sample's own sections, or check with a validation section)"))
+    return out
+
+
 def write_grades(out: str | os.PathLike, calibration: GradeCalibration | None, source: str, trust: dict,
                  pairs: pd.DataFrame) -> Path:
     """Write ``OUT/grades/`` (calibration.json, trust.json, section_pairs.csv) atomically."""

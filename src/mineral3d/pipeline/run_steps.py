@@ -132,11 +132,30 @@ def step_particles(ctx) -> None:
     segment_particles(ctx.layout.segmentation, config, progress=ctx.progress, scheduler=ctx.scheduler)
 
 
+def _scan_difference(ctx) -> dict | None:
+    from mineral3d.io.volumes import open_volume
+    from mineral3d.nn import load_model
+    from mineral3d.pipeline.segment_phases import check_model, scan_difference
+
+    s = ctx.sample
+    model = load_model(ctx.phase_model)
+    vol, _ = open_volume(s.config.ct)
+    zoom = check_model(model, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
+                       allow_resample=ctx.config.segment.allow_resample, source=str(s.root), ct=vol)
+    return scan_difference(model, vol, zoom=zoom)
+
+
 def step_grades(ctx) -> None:
     """Section grade pairs: the grade calibration (train sections) and the trust signal (validation)."""
     import zarr
 
-    from mineral3d.pipeline.grades import check_grades, read_model_calibration, store_with_model, write_grades
+    from mineral3d.pipeline.grades import (
+        check_grades,
+        read_model_calibration,
+        store_with_model,
+        with_scan_note,
+        write_grades,
+    )
 
     seg = zarr.open_array(store=str(ctx.layout.phases), mode="r")
     train = _registered(ctx, "train")
@@ -146,6 +165,8 @@ def step_grades(ctx) -> None:
         seed=ctx.config.seed)
     if (ctx.model_dir is None or ctx.corrections is not None) and calibration is not None:
         store_with_model(ctx.phase_model, calibration)  # this run's own model: `apply` uses it
+    if ctx.model_dir is not None:  # a model trained on another CT: is this one like it?
+        trust = with_scan_note(trust, _scan_difference(ctx))
     write_grades(ctx.out, calibration, source, trust, pairs)
     if calibration is not None:
         ctx.log(f"  grade calibration: {calibration.note}")

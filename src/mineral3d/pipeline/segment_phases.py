@@ -295,6 +295,29 @@ def check_model(model: Model, *, voxel_size_um: float, phase_table: PhaseTable |
     return float(ratio)
 
 
+def scan_difference(model: Model, ct, *, zoom: float = 1.0) -> dict | None:
+    """How the edge blur of ``ct`` compares with that of the model's training CT (voxels).
+
+    A model learns its phase boundaries from the grey values of one scan. A CT whose
+    resin/mineral edges are blurred over another number of voxels, once resampled by
+    ``zoom`` as the model will see it, comes from other scan settings (instrument, energy,
+    binning, reconstruction), and the model's boundaries and grade calibration need not
+    hold on it (measured: a model applied to a scan 39% sharper called 51% more of the
+    particle material LiAlO2 than there was; docs/benchmarks.md). Returns
+    ``{"ct_edge_sigma_vox", "model_edge_sigma_vox", "relative", "differs"}`` (``relative``:
+    CT / model - 1; ``differs`` beyond ``EDGE_TOLERANCE``), or None when either blur is
+    unknown (an older model, or a CT with no edge).
+    """
+    if not model.edge_sigma_vox:
+        return None
+    s = edge_sigma_vox(ct) * zoom
+    if not np.isfinite(s) or s <= 0:
+        return None
+    rel = s / model.edge_sigma_vox - 1
+    return {"ct_edge_sigma_vox": round(float(s), 3), "model_edge_sigma_vox": round(float(model.edge_sigma_vox), 3),
+            "relative": round(float(rel), 3), "differs": bool(abs(rel) > EDGE_TOLERANCE)}
+
+
 def _key(model: Model, volume, levels: GreyLevels, config: InferConfig, zoom: float, probabilities: bool) -> str:
     h = hashlib.sha256()
     for v in model.state.values():
