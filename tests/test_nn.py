@@ -227,6 +227,10 @@ def test_a_ct_from_other_scan_settings_is_told_apart(tmp_path):
     noted = with_scan_note(trust, sharp)
     assert noted["status"] == "unchecked" and noted["scan"] == sharp
     assert noted["reason"].startswith(trust["reason"]) and "not like the model's training CT" in noted["reason"]
+    assert noted["reason"].endswith("or check with a validation section)")
+    # a held-out section that already disagrees: only the way out is added
+    bad = with_scan_note({"status": "untrusted", "reason": "target share off"}, sharp)
+    assert bad["status"] == "untrusted" and bad["reason"].endswith("(train on this sample's own sections)")
     assert with_scan_note(trust, None) is trust
 
 

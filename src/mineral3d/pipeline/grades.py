@@ -114,12 +114,12 @@ def with_scan_note(trust: dict, scan: dict | None) -> dict:
     out = {**trust, "scan": scan}
     if scan["differs"]:
         ct, model = scan["ct_edge_sigma_vox"], scan["model_edge_sigma_vox"]
+        advice = {"trusted": "", "untrusted": " (train on this sample's own sections)"}.get(
+            trust.get("status"), " (train on this sample's own sections, or check with a validation section)")
         out["reason"] = (f"{trust['reason']}; and this CT is not like the model's training CT: its edges are "
                          f"blurred over {ct:.2f} voxels against {model:.2f} "
                          f"({100 * scan['relative']:+.0f}%), as from other scan settings, where the model's phase "
-                         "boundaries and grade calibration need not hold"
-                         + ("" if trust.get("status") == "trusted" else
-                            " (train on this sample's own sections, or check with a validation section)"))
+                         f"boundaries and grade calibration need not hold{advice}")
     return out
 
 
