@@ -132,17 +132,14 @@ def step_particles(ctx) -> None:
     segment_particles(ctx.layout.segmentation, config, progress=ctx.progress, scheduler=ctx.scheduler)
 
 
-def _scan_difference(ctx) -> dict | None:
+def _scan_difference(ctx, zoom: float) -> dict | None:
+    """The CT's edge blur against the model's training CT's, at the ``zoom`` the segment step applied."""
     from mineral3d.io.volumes import open_volume
     from mineral3d.nn import load_model
-    from mineral3d.pipeline.segment_phases import check_model, scan_difference
+    from mineral3d.pipeline.segment_phases import scan_difference
 
-    s = ctx.sample
-    model = load_model(ctx.phase_model)
-    vol, _ = open_volume(s.config.ct)
-    zoom = check_model(model, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table,
-                       allow_resample=ctx.config.segment.allow_resample, source=str(s.root), ct=vol)
-    return scan_difference(model, vol, zoom=zoom)
+    vol, _ = open_volume(ctx.sample.config.ct)
+    return scan_difference(load_model(ctx.phase_model), vol, zoom=zoom)
 
 
 def step_grades(ctx) -> None:
@@ -166,7 +163,7 @@ def step_grades(ctx) -> None:
     if (ctx.model_dir is None or ctx.corrections is not None) and calibration is not None:
         store_with_model(ctx.phase_model, calibration)  # this run's own model: `apply` uses it
     if ctx.model_dir is not None:  # a model trained on another CT: is this one like it?
-        trust = with_scan_note(trust, _scan_difference(ctx))
+        trust = with_scan_note(trust, _scan_difference(ctx, float(seg.attrs.get("zoom", 1.0))))
     write_grades(ctx.out, calibration, source, trust, pairs)
     if calibration is not None:
         ctx.log(f"  grade calibration: {calibration.note}")
