@@ -99,6 +99,16 @@ def liberation_of(labels, phases, table, *, s, step, calibration=None) -> dict:
             "particles_inside": int(len(p3))}
 
 
+def match_particles(predicted, truth):
+    """(p, t, n): each predicted particle with the truth particle it shares most voxels with (n)."""
+    import pandas as pd
+
+    both = (predicted > 0) & (truth > 0)
+    return (pd.DataFrame({"p": predicted[both].astype(np.int64), "t": truth[both].astype(np.int64)})
+            .value_counts().reset_index(name="n").sort_values(["n", "p", "t"], ascending=[False, True, True])
+            .drop_duplicates("p"))
+
+
 def grade_errors(sample_dir: Path, run_dir: Path, *, n_draws: int = 1000, seed: int = 0) -> dict:
     """Per-particle grade errors of a finished run against the truth (step 5 of the module doc)."""
     import pandas as pd
@@ -110,10 +120,7 @@ def grade_errors(sample_dir: Path, run_dir: Path, *, n_draws: int = 1000, seed: 
     pl = zarr.open_array(store=str(run_dir / "segmentation.zarr" / "particles"), mode="r")[...]
     tt = particle_table(tl, tp, voxel_size_um=s.voxel_size_um, phase_table=s.phase_table, n_directions=4)
     pt = pd.read_csv(run_dir / "particles.csv")
-    both = (pl > 0) & (tl > 0)
-    pairs = (pd.DataFrame({"p": pl[both].astype(np.int64), "t": tl[both].astype(np.int64)})
-             .value_counts().reset_index(name="n").sort_values(["n", "p", "t"], ascending=[False, True, True])
-             .drop_duplicates("p"))
+    pairs = match_particles(pl, tl)
     m = (pt[~pt["touches_border"]].merge(pairs, left_on="particle", right_on="p")
          .merge(tt[["particle", f"vol_{tgt}"]].rename(columns={"particle": "t", f"vol_{tgt}": "truth"}), on="t"))
     w = m["material_um3"].to_numpy(float)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 import zarr
+from bench_liberation import match_particles
 
 from mineral3d.measure import liberation as lib
 from mineral3d.phantom.generate import MATERIAL, PhantomConfig, _particle_box, rasterize_particle, varied
@@ -73,9 +74,7 @@ def main() -> None:
     voxel = t / np.maximum(n, 1)
     pl = zarr.open_array(store=str(args.root / "run" / "segmentation.zarr" / "particles"), mode="r")[...]
     pt = pd.read_csv(args.root / "run" / "particles.csv")
-    both = (pl > 0) & (tl > 0)
-    pairs = (pd.DataFrame({"p": pl[both].astype(np.int64), "t": tl[both].astype(np.int64)}).value_counts()
-             .reset_index(name="n").sort_values(["n", "p", "t"], ascending=[False, True, True]).drop_duplicates("p"))
+    pairs = match_particles(pl, tl)
     m = pt[~pt["touches_border"]].merge(pairs, left_on="particle", right_on="p")
     w = m["material_um3"].to_numpy(float)
     g = {"voxel truth": voxel[m["t"]], "physical truth": phys[m["t"]], "calibrated": m["grade"].to_numpy(float),
