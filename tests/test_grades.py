@@ -126,6 +126,69 @@ def test_too_few_sections_give_no_calibration():
     assert not cal.applied and "needed" in cal.note
 
 
+def test_the_grade_error_model_tells_what_stays_in_a_particle_from_what_averages_out():
+    rng = np.random.default_rng(5)
+    n = 600
+    area = rng.uniform(30, 3000, n)  # µm²
+    true = rng.uniform(0.05, 1.0, n)
+    s, k = 0.02, 4.0  # particle-level sd; noise variance x area (sd 0.37 at 30 µm², 0.037 at 3000 µm²)
+    pred = true + rng.normal(0, s, n) + rng.normal(0, np.sqrt(k / area))
+    pairs = synthetic_pairs(true, pred, area=area)
+    fit_s, fit_k = G.fit_grade_error(pairs, G.GradeCalibration())
+    assert fit_s == pytest.approx(s, abs=0.008) and fit_k == pytest.approx(k, rel=0.25)
+    cal = G.GradeCalibration(particle_sd=fit_s, noise_um2=fit_k)
+    # a 3D particle: the area-independent part stays, the rest averages over its volume (sections 2 voxels
+    # apart independent), never worse than one central section
+    vox = 3.0
+    v = np.array([1e5, 100.0])  # µm³
+    esd = (6 * v / np.pi) ** (1 / 3)
+    sd = cal.particle_spread(v, esd, vox)
+    expect = np.sqrt(fit_s ** 2 + fit_k * np.minimum(4 / (np.pi * esd ** 2), 2 * vox / v))
+    np.testing.assert_allclose(sd, expect, rtol=1e-9)
+    assert fit_s <= sd[0] < 0.04 and sd[1] > 0.2
+    # barren sections predicted barren do not enter; too few target-bearing sections: unknown (NaN)
+    assert G.fit_grade_error(synthetic_pairs(np.zeros(50), np.zeros(50)), cal) is None
+    assert np.isnan(G.GradeCalibration().particle_spread(v, esd, vox)).all()
+    # the calibration fit carries the error model, and it survives the model folder's JSON
+    fitted = G.fit_grade_calibration({"s1": pairs.iloc[:300], "s2": pairs.iloc[300:]})
+    assert fitted.particle_sd == pytest.approx(fit_s, abs=0.01) and fitted.noise_um2 > 0
+    assert G.GradeCalibration.from_dict(fitted.to_dict()) == fitted
+    old = {k_: v_ for k_, v_ in fitted.to_dict().items() if k_ not in ("particle_sd", "noise_um2")}
+    assert G.GradeCalibration.from_dict(old).particle_sd is None  # a calibration stored before the error model
+
+
+def test_the_liberation_interval_from_grade_uncertainty_covers_the_truth():
+    from mineral3d.measure import liberation as lib
+
+    rng = np.random.default_rng(6)
+    ts = ("0.8", "0.9", "0.95")
+    covered, width, holds_estimate = dict.fromkeys(ts, 0), dict.fromkeys(ts, 0.0), 0
+    reps = 150
+    for rep in range(reps):
+        n = 60
+        amount = rng.lognormal(10, 1, n)
+        truth = np.clip(rng.beta(2.0, 0.8, n), 0, 1)  # many rich particles, several near each threshold
+        sd = rng.uniform(0.01, 0.05, n)
+        est = np.clip(truth + rng.normal(0, sd), 0, 1)
+        pop = lib.Population(amount, amount * est, np.zeros(n), np.ones(n), np.arange(n))
+        l_true = lib.cumulative_liberation(lib.Population(amount, amount * truth, np.zeros(n), np.ones(n),
+                                                          np.arange(n)))
+        iv = lib.grade_interval(pop, sd, n_draws=400, seed=rep)
+        for i, t in enumerate(ts):
+            lo, hi = iv[t]["ci95"]
+            holds_estimate += lo - 1e-12 <= iv[t]["L"] <= hi + 1e-12
+            covered[t] += lo - 1e-12 <= l_true[i] <= hi + 1e-12
+            width[t] += (hi - lo) / reps
+    assert all(covered[t] / reps >= 0.85 for t in ts), covered
+    assert holds_estimate >= 0.95 * reps * len(ts)  # a percentile interval: nearly always around the estimate
+    assert all(0.01 < width[t] < 0.3 for t in ts), width  # an interval, not everything
+    # no uncertainty: the interval is the value; unknown uncertainty: no interval; a seed fixes the draws
+    zero = lib.grade_interval(pop, np.zeros(n))
+    assert all(zero[t]["ci95"] == pytest.approx([zero[t]["L"], zero[t]["L"]], abs=1e-12) for t in ts)
+    assert all(v["ci95"] is None for v in lib.grade_interval(pop, np.full(n, np.nan)).values())
+    assert lib.grade_interval(pop, sd, seed=3) == lib.grade_interval(pop, sd, seed=3)
+
+
 def test_agreement_trusts_a_good_prediction_and_flags_a_biased_one():
     true, pred = biased(11, n=200)
     good = G.liberation_agreement(synthetic_pairs(true, true), n_boot=200)

@@ -121,6 +121,30 @@ def test_border_particle_is_flagged_and_left_out_of_liberation():
     assert s["liberation_3d"] == pytest.approx({"0.8": 1.0, "0.9": 1.0, "0.95": 1.0}, abs=1e-12)
 
 
+def test_a_calibration_with_an_error_model_gives_each_particle_a_grade_sd_and_l3d_an_interval():
+    from mineral3d.measure.grades import GradeCalibration
+
+    lab = np.zeros((40, 60, 60), np.uint32)
+    ph = np.zeros((40, 60, 60), np.uint8)
+    for i, (y, x) in enumerate([(5, 5), (5, 30), (30, 5), (30, 30)]):
+        lab[10:30, y:y + 20, x:x + 20] = i + 1
+        ph[10:30, y:y + 20, x:x + 20] = 2
+        ph[10:30, y:y + 20, x:x + 20 - i] = 1  # grades 1, 0.95, 0.9, 0.85: every one at or near a threshold
+    cal = GradeCalibration(particle_sd=0.03, noise_um2=2.0)  # identity grades, measured uncertainty
+    res = measure(lab, ph, voxel_size_um=2.0, phase_table=TABLE, config=MeasureConfig(n_boot=200), calibration=cal)
+    t, s = res["particles"], res["summary"]
+    v, esd = t["material_um3"].to_numpy(), t["esd_um"].to_numpy()
+    np.testing.assert_allclose(t["grade_sd"], np.sqrt(0.03 ** 2 + 2.0 * np.minimum(4 / (np.pi * esd ** 2), 4.0 / v)))
+    assert s["grade_uncertainty"]["median_grade_sd"] == pytest.approx(float(np.median(t["grade_sd"])))
+    for k, (lo, hi) in s["liberation_3d_ci95"].items():
+        assert lo <= s["liberation_3d"][k] <= hi and hi - lo > 0.05  # particles at the thresholds: wide
+    # without an error model: the same grades, no interval
+    plain = measure(lab, ph, voxel_size_um=2.0, phase_table=TABLE, config=MeasureConfig(n_boot=200),
+                    calibration=GradeCalibration())["summary"]
+    assert plain["liberation_3d"] == s["liberation_3d"]
+    assert all(v is None for v in plain["liberation_3d_ci95"].values())
+
+
 def brute_force(labels, phases, material_ids):
     """Per-particle loop in plain numpy: volume (voxels) and phase fractions."""
     out = {}

@@ -75,6 +75,21 @@ def test_run_writes_every_output(full_run):
     assert verdict in ("trusted", "untrusted", "inconclusive", "unchecked")
     assert json.loads((full_run / "validation.json").read_text())["liberation_trust"]["status"] == verdict
     assert html.index('id="liberation-trust"') < html.index("<h2>Sample and run</h2>")
+    # each particle's grade uncertainty, and the 3D liberation's interval from it, where it could be estimated
+    import pandas as pd
+    parts = pd.read_csv(full_run / "particles.csv")
+    sd = parts.loc[~parts["touches_border"], "grade_sd"].to_numpy(float)
+    ci = summary["liberation_3d_ci95"]
+    known = summary["grade_uncertainty"]["median_grade_sd"] is not None
+    assert known == (len(sd) > 0 and bool(np.isfinite(sd).all()))
+    if known:
+        assert (sd >= summary["grade_uncertainty"]["particle_sd"] - 1e-12).all()
+        for t, v in summary["liberation_3d"].items():
+            if v is not None:
+                assert 0 <= ci[t][0] <= ci[t][1] <= 1
+        assert "grade uncertainty" in html
+    else:
+        assert all(v is None for v in ci.values())
     assert json.loads((full_run / "config.json").read_text())["train"]["iterations"] == 6
     # run.json: the process's peak memory after each step (it only grows)
     peaks = [t["peak_rss_mb"] for t in json.loads((full_run / "run.json").read_text())["timings"].values()]

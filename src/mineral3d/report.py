@@ -533,7 +533,11 @@ def build_report(out: str | Path, sample: Sample) -> str:
                                    f"already cut. Assumes: {html.escape(rec['assumes'])}."})
     ts = summary.get("liberation_3d", {})
     thresholds = list(ts)
-    rows = [("3D", [_fmt(ts.get(t)) for t in thresholds])]
+    ci3 = summary.get("liberation_3d_ci95") or {}
+    ci3 = {t: v for t, v in ci3.items() if v and None not in v}
+    rows = [("3D (95% interval from the particles' grade uncertainty)" if ci3 else "3D",
+             [_fmt(ts.get(t)) + (f" ({_fmt(ci3[t][0])} to {_fmt(ci3[t][1])})" if t in ci3 else "")
+              for t in thresholds])]
     for m, b in summary.get("bias_2d_minus_3d", {}).items():
         g = b.get("grade", {})
         rows.append((f"{METHOD_LABEL.get(m, m)} (2D − 3D bias, 95% CI)",

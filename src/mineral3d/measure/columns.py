@@ -53,7 +53,9 @@ PARTICLE_COLUMNS: tuple[Column, ...] = (
     Column("grade", "f", "0-1", "a run's table only: the target grade calibrated against the train sections "
                                 "(`vol_<target>` when the calibration is not applied); liberation uses it "
                                 "([grades.md](grades.md))"),
-    Column("grade_sd", "f", "0-1", "a run's table only: the 2D scatter of one section's calibrated grade"),
+    Column("grade_sd", "f", "0-1", "a run's table only: standard deviation of the particle's `grade` from the "
+                                   "error model fitted on the train sections (NaN where too few sections hold "
+                                   "the target; [grades.md](grades.md))"),
 )
 
 

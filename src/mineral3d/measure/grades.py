@@ -20,7 +20,7 @@ excluded), the definition of :mod:`mineral3d.measure.liberation`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from mineral3d.measure.liberation import GRADE_EPS, THRESHOLDS, Population
 from mineral3d.measure.sections2d import map_section_table
 from mineral3d.phase_table import RESIN, UNCLASSIFIED
 
-__all__ = ["PAIR_COLUMNS", "GradeCalibration", "add_grade_columns", "calibrated_population",
+__all__ = ["PAIR_COLUMNS", "GradeCalibration", "add_grade_columns", "calibrated_population", "fit_grade_error",
            "fit_grade_calibration", "liberation_agreement", "pairs_population", "section_grade_pairs"]
 
 PAIR_COLUMNS = ("section", "cut", "ecd_um", "material_um2", "target_um2", "grade", "pred_material_um2",
@@ -258,6 +258,11 @@ class GradeCalibration:
         the target share of the sections' material and the 2D L(t).
     sections : tuple of str
         The train sections the fit used.
+    particle_sd, noise_um2 : float or None
+        The error model of the grade estimate (:func:`fit_grade_error`): the sd of the
+        part of a section's grade error that does not shrink with its area (0-1), and the
+        variance x area (µm²) of the part that does. None: too few target-bearing train
+        sections to tell (or a calibration stored before they existed).
     """
 
     intercept: float = 0.0
@@ -267,6 +272,8 @@ class GradeCalibration:
     note: str = "identity"
     cv: dict = field(default_factory=dict)
     sections: tuple[str, ...] = ()
+    particle_sd: float | None = None
+    noise_um2: float | None = None
 
     def apply(self, grade: np.ndarray) -> np.ndarray:
         """Calibrated grades (same shape), clipped to [0, 1]."""
@@ -279,6 +286,25 @@ class GradeCalibration:
         """Standard deviation of one section's calibrated grade at each predicted grade (2D)."""
         return np.full(np.shape(grade), float(self.sd))
 
+    def particle_spread(self, material_um3: np.ndarray, esd_um: np.ndarray, voxel_size_um: float) -> np.ndarray:
+        """Standard deviation (0-1) of each 3D particle's grade estimate, NaN when unknown.
+
+        From the error model fitted on the train sections (:func:`fit_grade_error`),
+        ``var = particle_sd² + noise_um2 x min(1 / A, ℓ / V)``: the area-independent part
+        as it is, the part that averages out as that of a section of area ``A`` (µm², the
+        particle's central section, π/4 ESD²) or, for a whole particle of material volume
+        ``V`` (µm³), as that of ``V / ℓ`` µm² of independent section area, with sections
+        ``ℓ`` = :data:`ERROR_CORRELATION_VOXELS` voxels apart taken as independent.
+        """
+        v = np.asarray(material_um3, float)
+        if self.particle_sd is None or self.noise_um2 is None:
+            return np.full(v.shape, np.nan)
+        a = np.pi / 4 * np.asarray(esd_um, float) ** 2
+        ell = ERROR_CORRELATION_VOXELS * float(voxel_size_um)
+        with np.errstate(divide="ignore"):
+            per_area = np.minimum(1.0 / a, ell / v)
+        return np.sqrt(self.particle_sd ** 2 + self.noise_um2 * per_area)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["sections"] = list(self.sections)
@@ -286,9 +312,50 @@ class GradeCalibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> GradeCalibration:
+        opt = {k: (None if d.get(k) is None else float(d[k])) for k in ("particle_sd", "noise_um2")}
         return cls(intercept=float(d["intercept"]), slope=float(d["slope"]), sd=float(d["sd"]),
                    applied=bool(d["applied"]), note=str(d.get("note", "")), cv=dict(d.get("cv", {})),
-                   sections=tuple(d.get("sections", ())))
+                   sections=tuple(d.get("sections", ())), **opt)
+
+
+ERROR_CORRELATION_VOXELS = 2.0
+"""Planes this many voxels apart are taken to have independent grade errors (the CT's point
+spread, ~1 voxel, correlates neighbours; a crystal mis-called over a longer run is the
+area-independent part of the error model). Only the part of a 3D particle's grade
+uncertainty that averages out depends on it."""
+
+MIN_ERROR_SECTIONS = 10
+"""Fewer target-bearing train sections than this: the grade error is not estimated."""
+
+
+def fit_grade_error(pairs: pd.DataFrame, calibration: GradeCalibration) -> tuple[float, float] | None:
+    """(particle_sd, noise_um2): how the grade estimate's error depends on section area.
+
+    On the target-bearing train sections (map or prediction holds target: barren sections
+    predicted barren would only pull the spread toward 0), the error of the estimate the
+    run uses (``calibration.apply(pred_grade) - grade``, so an unapplied calibration is
+    judged as the identity it is) is modelled as ``e² = particle_sd² + noise_um2 / A``
+    with ``A`` the section's material area (µm²), fitted by non-negative least squares,
+    reweighted by the fitted variance (a squared error scatters in proportion to it):
+    the first part (a crystal or a region mis-called as a whole, a particle-wide grey
+    shift) stays in a whole particle, the second (partial volume at crystal faces, noise)
+    averages out over a larger area. None when fewer than :data:`MIN_ERROR_SECTIONS`
+    sections hold target.
+    """
+    from scipy.optimize import nnls
+
+    tm, pm = pairs["target_um2"].to_numpy(float), pairs["pred_target_um2"].to_numpy(float)
+    keep = (tm > 0) | (pm > 0)
+    if keep.sum() < MIN_ERROR_SECTIONS:
+        return None
+    a = pairs["material_um2"].to_numpy(float)[keep]
+    e = calibration.apply(pairs["pred_grade"].to_numpy(float)[keep]) - pairs["grade"].to_numpy(float)[keep]
+    x, y = np.stack([np.ones_like(a), 1.0 / a], axis=1), e ** 2
+    scale = np.ones_like(a)
+    for _ in range(4):  # feasible GLS: e² of a section with variance v scatters with sd ~ v (sqrt(2) v if normal)
+        (v0, k), _ = nnls(x / scale[:, None], y / scale)
+        scale = np.maximum(v0 + k / a, 1e-6)
+    return float(np.sqrt(v0)), float(k)
 
 
 MIN_SLOPE = 0.25
@@ -350,13 +417,15 @@ def fit_grade_calibration(pairs: dict[str, pd.DataFrame], *, thresholds=THRESHOL
     w = data["material_um2"].to_numpy(float)
     n_target = int(np.sum((data["target_um2"].to_numpy(float) > 0) | (data["pred_target_um2"].to_numpy(float) > 0)))
     if n_target < min_sections:
-        return GradeCalibration(note=f"not applied: {n_target} target-bearing particle sections on the train "
-                                     f"sections (at least {min_sections} needed)", sections=tuple(names))
+        return _with_error(GradeCalibration(note=f"not applied: {n_target} target-bearing particle sections on the "
+                                                 f"train sections (at least {min_sections} needed)",
+                                            sections=tuple(names)), data)
     c0, c1, sd = _fit_line(tg, pg, w)
     base = dict(intercept=c0, slope=c1, sd=sd / c1 if c1 > 0 else float("inf"), sections=tuple(names))
     if c1 < MIN_SLOPE:
-        return GradeCalibration(**{**base, "sd": 0.0}, note=f"not applied: the predicted grade follows the true one "
-                                                            f"with slope {c1:.2f} (< {MIN_SLOPE}): too weak to invert")
+        return _with_error(GradeCalibration(**{**base, "sd": 0.0},
+                                            note=f"not applied: the predicted grade follows the true one with slope "
+                                                 f"{c1:.2f} (< {MIN_SLOPE}): too weak to invert"), data)
     t = tuple(float(v) for v in thresholds)
     share_raw, share_cal, l_raw, l_cal = [], [], [], []
     fold = data["_fold"].to_numpy()
@@ -399,16 +468,28 @@ def fit_grade_calibration(pairs: dict[str, pd.DataFrame], *, thresholds=THRESHOL
     applied = bool(lo[0] > 0 or hi[0] < 0 or lo[1] > 1 or hi[1] < 1)
     note = (f"{'applied' if applied else 'not applied'}: on the train sections {line}"
             + ("" if applied else ": no significant bias to correct"))
-    return GradeCalibration(**base, applied=applied, note=note, cv=cv)
+    return _with_error(GradeCalibration(**base, applied=applied, note=note, cv=cv), data)
 
 
-def add_grade_columns(table: pd.DataFrame, target: str, calibration: GradeCalibration) -> pd.DataFrame:
+def _with_error(calibration: GradeCalibration, data: pd.DataFrame) -> GradeCalibration:
+    fit = fit_grade_error(data, calibration) if len(data) else None
+    if fit is None:
+        return calibration
+    return replace(calibration, particle_sd=fit[0], noise_um2=fit[1])
+
+
+def add_grade_columns(table: pd.DataFrame, target: str, calibration: GradeCalibration, *,
+                      voxel_size_um: float) -> pd.DataFrame:
     """The particle table with ``grade`` (calibrated target grade, 0-1) and ``grade_sd`` columns.
 
+    ``grade_sd``: the standard deviation of each particle's grade estimate
+    (:meth:`GradeCalibration.particle_spread`; NaN when the train sections could not tell).
     ``vol_<target>`` (the segmented voxel fraction) is kept as it is.
     """
     g = table[f"vol_{target}"].to_numpy(float)
-    return table.assign(grade=calibration.apply(g), grade_sd=calibration.spread(g))
+    sd = calibration.particle_spread(table["material_um3"].to_numpy(float), table["esd_um"].to_numpy(float),
+                                     voxel_size_um)
+    return table.assign(grade=calibration.apply(g), grade_sd=sd)
 
 
 def calibrated_population(pop: Population, calibration: GradeCalibration | None) -> Population:

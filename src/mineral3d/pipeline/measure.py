@@ -8,7 +8,8 @@ Outputs in the output folder (each written atomically; ``summary.json`` last):
 - ``liberation_curves.csv``: cumulative liberation L(t), t in [0, 1];
 - ``grade_recovery.csv``: theoretical grade-recovery curves per method;
 - ``summary.json``: target phase, particle counts, modal mineralogy, association,
-  L3D / L2D at 0.8, 0.9, 0.95 and the 2D-3D bias with 95% bootstrap intervals;
+  L3D / L2D at 0.8, 0.9, 0.95 and the 2D-3D bias with 95% bootstrap intervals; with a
+  grade calibration, the 95% interval of L3D from the particles' grade uncertainty;
 - ``measure_config.json``: the settings used.
 """
 
@@ -101,8 +102,12 @@ def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, pha
     particle table gets ``grade`` (calibrated target grade) and ``grade_sd`` columns, and
     3D and virtual-section liberation, spectra and grade-recovery use calibrated grades;
     the summary keeps the uncalibrated values as ``liberation_3d_argmax`` and
-    ``liberation_2d_argmax``. SEM maps are measured as they are. ``trust``: the check of
-    the grades on the validation sections, copied into the summary.
+    ``liberation_2d_argmax``, and gives ``liberation_3d_ci95``: the 95% interval of each
+    L3D(t) from the particles' grade uncertainty
+    (:func:`~mineral3d.measure.liberation.grade_interval`, None where it could not be
+    estimated) with ``grade_uncertainty`` (its error model). SEM maps are measured as they
+    are. ``trust``: the check of the grades on the validation sections, copied into the
+    summary.
     """
     target = phase_table.target
     tid = phase_table.target_id
@@ -110,7 +115,7 @@ def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, pha
         table = particle_table(labels, phases, voxel_size_um=voxel_size_um, phase_table=phase_table,
                                n_directions=config.n_directions)
     if calibration is not None:
-        table = add_grade_columns(table, target, calibration)
+        table = add_grade_columns(table, target, calibration, voxel_size_um=voxel_size_um)
     pop3 = population_3d(table, target)
     pop3_argmax = population_3d(table, target, calibrated=False)
     med_esd_vox = float(np.median(table["esd_um"])) / voxel_size_um if len(table) else 8.0
@@ -159,6 +164,17 @@ def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, pha
         summary["liberation_2d_argmax"] = lib.as_dict(lib.cumulative_liberation(pop2v_argmax))
         summary["grade_calibration"] = {"applied": calibration.applied, "note": calibration.note,
                                         "sections": list(calibration.sections)}
+        inside = table.loc[~table["touches_border"], "grade_sd"].to_numpy(float)
+        interval = lib.grade_interval(pop3, inside, n_draws=config.n_boot, seed=config.seed)
+        known = bool(len(inside)) and bool(np.isfinite(inside).all())
+        summary["liberation_3d_ci95"] = {t: v["ci95"] for t, v in interval.items()}
+        summary["grade_uncertainty"] = {
+            "particle_sd": calibration.particle_sd, "noise_um2": calibration.noise_um2,
+            "median_grade_sd": float(np.median(inside)) if known else None,
+            "note": ("liberation_3d_ci95: 95% interval of L3D(t) from each particle's grade uncertainty "
+                     "(grade_sd), for these particles" if known else
+                     "the grade error could not be estimated (too few target-bearing particle sections on the "
+                     "train sections, or no particle inside the volume): no interval")}
     if trust is not None:
         summary["liberation_trust"] = trust
     if pop2m is not None:
