@@ -134,6 +134,11 @@ def grade_errors(sample_dir: Path, run_dir: Path, *, n_draws: int = 1000, seed: 
         return np.array([(w * g * (g >= t - lib.GRADE_EPS)).sum() / tot for t in ts])
 
     l_truth = lib_of(truth)
+    if "grade_sd" in m.columns and np.isfinite(m["grade_sd"].to_numpy(float)).all() and len(m):
+        # is the run's per-particle grade uncertainty honest? error / grade_sd should scatter with sd ~1
+        z = (m["grade"].to_numpy(float) - truth) / np.maximum(m["grade_sd"].to_numpy(float), 1e-9)
+        out["grade_sd"] = {"median": float(m["grade_sd"].median()), "z_rms": float(np.sqrt(np.mean(z ** 2))),
+                           "within_2sd": float(np.mean(np.abs(z) <= 2))}
     for name, col in (("calibrated", "grade"), ("argmax", f"vol_{tgt}")):
         e = m[col].to_numpy(float) - truth
         rich = truth >= 0.5
@@ -319,6 +324,7 @@ def main() -> None:
     seg = zarr.open_array(store=str(run_dir / "segmentation.zarr" / "phases"), mode="r")[...]
     labels = zarr.open_array(store=str(run_dir / "segmentation.zarr" / "particles"), mode="r")[...]
     res["cnn"] = {"3d": summary["liberation_3d"], "2d": summary["liberation_2d"],
+                  "3d_ci95": summary.get("liberation_3d_ci95"),
                   "3d_argmax": summary.get("liberation_3d_argmax", summary["liberation_3d"]),
                   "2d_argmax": summary.get("liberation_2d_argmax", summary["liberation_2d"]),
                   "calibration": summary.get("grade_calibration"),
@@ -332,6 +338,9 @@ def main() -> None:
     if args.rf_trend:
         res["rf_trend"] = rf_result(sample_dir, run_dir, labels, truth_ph, step=step, trend=True)
     res["grade_errors"] = grade_errors(sample_dir, run_dir)
+    if args.existing and (root / "bench.json").is_file():  # rescoring a run: keep the rows not recomputed
+        old = json.loads((root / "bench.json").read_text())
+        res.update({k: old[k] for k in ("rf", "rf_trend", "oracle") if k in old and k not in res})
     (root / "bench.json").write_text(json.dumps(res, indent=2))
     print_table(res)
 
@@ -369,6 +378,12 @@ def print_table(res: dict) -> None:
             r["argmax"]["2d"])
         row("RF on the trend-normalised CT, calibrated", r["iou"], r["calibrated"]["3d"], r["calibrated"]["2d"])
     print(f"\ncalibration: {(c.get('calibration') or {}).get('note')}; trust: {c['trust']['status']}")
+    ci = {t: v for t, v in (c.get("3d_ci95") or {}).items() if v and None not in v}
+    if ci:
+        held = [t for t in ts if t in ci and ci[t][0] - 1e-9 <= tr["3d"][t] <= ci[t][1] + 1e-9]
+        print("\n3D 95% interval from the grade uncertainty: " + ", ".join(
+            f"L({t}) {ci[t][0]:.3f}-{ci[t][1]:.3f}" for t in ts if t in ci)
+            + f"; holds the truth at {len(held)} of {len(ci)} thresholds")
     if "oracle" in res:
         o = res["oracle"]["iou_test_half"]
         print(f"\ndense-label oracle ({res['oracle']['train_s'] / 60:.1f} min training; IoU on z >= "
@@ -389,6 +404,10 @@ def print_table(res: dict) -> None:
                     f"{so['0.8']:.3f}/{so['0.9']:.3f}/{so['0.95']:.3f}")
         print(f"\nper-particle grade - truth ({ge['matched']} particles matched): {part('calibrated')}; "
               f"{part('argmax')}")
+        if "grade_sd" in ge:
+            g = ge["grade_sd"]
+            print(f"\nthe run's grade_sd: median {g['median']:.3f}; (grade - truth) / grade_sd: rms {g['z_rms']:.2f} "
+                  f"(1 if honest), within 2 sd for {100 * g['within_2sd']:.0f}% of particles")
 
 
 if __name__ == "__main__":
