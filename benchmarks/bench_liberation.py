@@ -91,7 +91,7 @@ def liberation_of(labels, phases, table, *, s, step, calibration=None) -> dict:
     """3D L(t) (calibrated when given, else argmax) and 2D virtual L(t) of one 3D result."""
     target = s.phase_table.target
     if calibration is not None:
-        table = add_grade_columns(table, target, calibration, voxel_size_um=s.voxel_size_um)
+        table = add_grade_columns(table, target, calibration)
     p3 = population_3d(table, target)
     p2 = calibrated_population(virtual_sections(labels, phases, step=step, voxel_size_um=s.voxel_size_um,
                                                 target_id=s.phase_table.target_id), calibration)

@@ -137,18 +137,14 @@ def test_the_grade_error_model_tells_what_stays_in_a_particle_from_what_averages
     fit_s, fit_k = G.fit_grade_error(pairs, G.GradeCalibration())
     assert fit_s == pytest.approx(s, abs=0.008) and fit_k == pytest.approx(k, rel=0.25)
     cal = G.GradeCalibration(particle_sd=fit_s, noise_um2=fit_k)
-    # a 3D particle: the area-independent part stays, the rest averages over its volume (sections 2 voxels
-    # apart independent), never worse than one central section
-    vox = 3.0
-    v = np.array([1e5, 100.0])  # µm³
-    esd = (6 * v / np.pi) ** (1 / 3)
-    sd = cal.particle_spread(v, esd, vox)
-    expect = np.sqrt(fit_s ** 2 + fit_k * np.minimum(4 / (np.pi * esd ** 2), 2 * vox / v))
-    np.testing.assert_allclose(sd, expect, rtol=1e-9)
-    assert fit_s <= sd[0] < 0.04 and sd[1] > 0.2
+    # a 3D particle is as uncertain as its central section (π/4 ESD²)
+    esd = np.array([60.0, 6.0])  # µm
+    sd = cal.particle_spread(esd)
+    np.testing.assert_allclose(sd, np.sqrt(fit_s ** 2 + fit_k / (np.pi / 4 * esd ** 2)), rtol=1e-9)
+    assert fit_s <= sd[0] < 0.05 and sd[1] > 0.3
     # barren sections predicted barren do not enter; too few target-bearing sections: unknown (NaN)
     assert G.fit_grade_error(synthetic_pairs(np.zeros(50), np.zeros(50)), cal) is None
-    assert np.isnan(G.GradeCalibration().particle_spread(v, esd, vox)).all()
+    assert np.isnan(G.GradeCalibration().particle_spread(esd)).all()
     # the calibration fit carries the error model, and it survives the model folder's JSON
     fitted = G.fit_grade_calibration({"s1": pairs.iloc[:300], "s2": pairs.iloc[300:]})
     assert fitted.particle_sd == pytest.approx(fit_s, abs=0.01) and fitted.noise_um2 > 0

@@ -133,8 +133,8 @@ def test_a_calibration_with_an_error_model_gives_each_particle_a_grade_sd_and_l3
     cal = GradeCalibration(particle_sd=0.03, noise_um2=2.0)  # identity grades, measured uncertainty
     res = measure(lab, ph, voxel_size_um=2.0, phase_table=TABLE, config=MeasureConfig(n_boot=200), calibration=cal)
     t, s = res["particles"], res["summary"]
-    v, esd = t["material_um3"].to_numpy(), t["esd_um"].to_numpy()
-    np.testing.assert_allclose(t["grade_sd"], np.sqrt(0.03 ** 2 + 2.0 * np.minimum(4 / (np.pi * esd ** 2), 4.0 / v)))
+    esd = t["esd_um"].to_numpy()
+    np.testing.assert_allclose(t["grade_sd"], np.sqrt(0.03 ** 2 + 2.0 / (np.pi / 4 * esd ** 2)))
     assert s["grade_uncertainty"]["median_grade_sd"] == pytest.approx(float(np.median(t["grade_sd"])))
     for k, (lo, hi) in s["liberation_3d_ci95"].items():
         assert lo <= s["liberation_3d"][k] <= hi and hi - lo > 0.05  # particles at the thresholds: wide

@@ -115,7 +115,7 @@ def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, pha
         table = particle_table(labels, phases, voxel_size_um=voxel_size_um, phase_table=phase_table,
                                n_directions=config.n_directions)
     if calibration is not None:
-        table = add_grade_columns(table, target, calibration, voxel_size_um=voxel_size_um)
+        table = add_grade_columns(table, target, calibration)
     pop3 = population_3d(table, target)
     pop3_argmax = population_3d(table, target, calibrated=False)
     med_esd_vox = float(np.median(table["esd_um"])) / voxel_size_um if len(table) else 8.0
