@@ -185,6 +185,20 @@ def test_the_liberation_interval_from_grade_uncertainty_covers_the_truth():
     assert lib.grade_interval(pop, sd, seed=3) == lib.grade_interval(pop, sd, seed=3)
 
 
+def test_the_report_banner_gives_the_3d_liberation_with_its_interval():
+    from mineral3d.report import _trust_banner
+
+    summary = {"particles_inside": 49, "liberation_trust": {"status": "trusted", "reason": "agree"},
+               "liberation_3d": {"0.8": 0.032, "0.9": 0.032, "0.95": None},
+               "liberation_3d_ci95": {"0.8": [0.030, 0.095], "0.9": [0.029, 0.033], "0.95": None}}
+    text = _trust_banner(summary)["text"]
+    assert "49 particles" in text and "L(0.8) 3.2% (3.0 to 9.5%)" in text and "L(0.9) 3.2% (2.9 to 3.3%)" in text
+    assert "L(0.95)" not in text and "read the range" in text  # 6.5 points wide at 0.8
+    narrow = {**summary, "liberation_3d_ci95": {"0.8": [0.030, 0.035], "0.9": None, "0.95": None}}
+    assert "read the range" not in _trust_banner(narrow)["text"]
+    assert "interval" not in _trust_banner({**summary, "liberation_3d_ci95": {"0.8": None}})["text"]
+
+
 def test_agreement_trusts_a_good_prediction_and_flags_a_biased_one():
     true, pred = biased(11, n=200)
     good = G.liberation_agreement(synthetic_pairs(true, true), n_boot=200)

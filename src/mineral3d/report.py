@@ -397,7 +397,22 @@ def _trust_banner(summary: dict) -> dict | None:
         if parts:
             text += (f" On {trust.get('sections')} particle sections of {', '.join(trust.get('sections_used', []))}: "
                      + "; ".join(parts) + ".")
+    text += _interval_words(summary)
     return {"css": css, "headline": headline, "text": text}
+
+
+def _interval_words(summary: dict) -> str:
+    """The 3D liberation with its interval from the particles' grade uncertainty, in words ("" if none)."""
+    l3, ci = summary.get("liberation_3d") or {}, summary.get("liberation_3d_ci95") or {}
+    parts = [f"L({t}) {100 * l3[t]:.1f}% ({100 * v[0]:.1f} to {100 * v[1]:.1f}%)" for t, v in ci.items()
+             if v and None not in v and l3.get(t) is not None]
+    if not parts:
+        return ""
+    wide = max(v[1] - v[0] for v in ci.values() if v and None not in v) > 0.06
+    return (f" 3D liberation of the {summary.get('particles_inside')} particles inside the volume, with the 95% "
+            f"interval that their grade uncertainty allows: {'; '.join(parts)}."
+            + (" A few particles near a threshold decide it: where the interval is wide, read the range, not the "
+               "value." if wide else ""))
 
 
 def _label_fact(model_json: Path, sample: Sample) -> str | None:
