@@ -225,6 +225,10 @@ def bootstrap_bias(pop3d: Population, pop2d: Population, *, thresholds=THRESHOLD
             for ti, a, b, x, y in zip(t, l3, l2, lo, hi)}
 
 
+_DRAW_ELEMENTS = 4_000_000
+"""Particle grades drawn at once by :func:`grade_interval` (32 MB of float64 per array)."""
+
+
 def grade_interval(pop: Population, grade_sd: np.ndarray, *, thresholds=THRESHOLDS, n_draws: int = 1000,
                    seed: int = 0) -> dict:
     """95% interval of L(t) from the uncertainty of each particle's grade (same particles).
@@ -247,11 +251,16 @@ def grade_interval(pop: Population, grade_sd: np.ndarray, *, thresholds=THRESHOL
     known = len(pop) > 0 and bool(np.isfinite(sd).all())
     if known:
         rng = np.random.default_rng(seed)
-        g = np.clip(pop.grade[None, :] + sd[None, :] * rng.standard_normal((n_draws, len(pop))), 0.0, 1.0)
-        target = pop.amount[None, :] * g
-        total = target.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            draws = np.stack([(target * (g >= ti - _EPS)).sum(axis=1) / total for ti in t], axis=1)
+        block = max(1, _DRAW_ELEMENTS // len(pop))  # draws per block: memory bounded for any particle count
+        parts = []
+        for b0 in range(0, n_draws, block):
+            nb = min(block, n_draws - b0)
+            g = np.clip(pop.grade[None, :] + sd[None, :] * rng.standard_normal((nb, len(pop))), 0.0, 1.0)
+            target = pop.amount[None, :] * g
+            total = target.sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                parts.append(np.stack([(target * (g >= ti - _EPS)).sum(axis=1) / total for ti in t], axis=1))
+        draws = np.concatenate(parts)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             lo, hi = np.nanpercentile(draws, [2.5, 97.5], axis=0)
