@@ -401,14 +401,19 @@ def _trust_banner(summary: dict) -> dict | None:
     return {"css": css, "headline": headline, "text": text}
 
 
+def _l3d_intervals(summary: dict) -> dict[str, list[float]]:
+    """``liberation_3d_ci95`` of the thresholds that have one (both ends known)."""
+    return {t: v for t, v in (summary.get("liberation_3d_ci95") or {}).items() if v and None not in v}
+
+
 def _interval_words(summary: dict) -> str:
     """The 3D liberation with its interval from the particles' grade uncertainty, in words ("" if none)."""
-    l3, ci = summary.get("liberation_3d") or {}, summary.get("liberation_3d_ci95") or {}
-    parts = [f"L({t}) {100 * l3[t]:.1f}% ({100 * v[0]:.1f} to {100 * v[1]:.1f}%)" for t, v in ci.items()
-             if v and None not in v and l3.get(t) is not None]
-    if not parts:
+    l3 = summary.get("liberation_3d") or {}
+    ci = {t: v for t, v in _l3d_intervals(summary).items() if l3.get(t) is not None}
+    if not ci:
         return ""
-    wide = max(v[1] - v[0] for v in ci.values() if v and None not in v) > 0.06
+    parts = [f"L({t}) {100 * l3[t]:.1f}% ({100 * v[0]:.1f} to {100 * v[1]:.1f}%)" for t, v in ci.items()]
+    wide = max(v[1] - v[0] for v in ci.values()) > 0.06
     return (f" 3D liberation of the {summary.get('particles_inside')} particles inside the volume, with the 95% "
             f"interval that their grade uncertainty allows: {'; '.join(parts)}."
             + (" A few particles near a threshold decide it: where the interval is wide, read the range, not the "
@@ -548,8 +553,7 @@ def build_report(out: str | Path, sample: Sample) -> str:
                                    f"already cut. Assumes: {html.escape(rec['assumes'])}."})
     ts = summary.get("liberation_3d", {})
     thresholds = list(ts)
-    ci3 = summary.get("liberation_3d_ci95") or {}
-    ci3 = {t: v for t, v in ci3.items() if v and None not in v}
+    ci3 = _l3d_intervals(summary)
     rows = [("3D (95% interval from the particles' grade uncertainty)" if ci3 else "3D",
              [_fmt(ts.get(t)) + (f" ({_fmt(ci3[t][0])} to {_fmt(ci3[t][1])})" if t in ci3 else "")
               for t in thresholds])]

@@ -282,10 +282,6 @@ class GradeCalibration:
             return g.copy()
         return np.clip((g - self.intercept) / self.slope, 0.0, 1.0)
 
-    def spread(self, grade: np.ndarray) -> np.ndarray:
-        """Standard deviation of one section's calibrated grade at each predicted grade (2D)."""
-        return np.full(np.shape(grade), float(self.sd))
-
     def particle_spread(self, esd_um: np.ndarray) -> np.ndarray:
         """Standard deviation (0-1) of each 3D particle's grade estimate, NaN when unknown.
 
@@ -464,7 +460,7 @@ def fit_grade_calibration(pairs: dict[str, pd.DataFrame], *, thresholds=THRESHOL
 
 
 def _with_error(calibration: GradeCalibration, data: pd.DataFrame) -> GradeCalibration:
-    fit = fit_grade_error(data, calibration) if len(data) else None
+    fit = fit_grade_error(data, calibration)
     if fit is None:
         return calibration
     return replace(calibration, particle_sd=fit[0], noise_um2=fit[1])

@@ -166,7 +166,7 @@ def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, pha
                                         "sections": list(calibration.sections)}
         inside = table.loc[~table["touches_border"], "grade_sd"].to_numpy(float)
         interval = lib.grade_interval(pop3, inside, n_draws=config.n_boot, seed=config.seed)
-        known = bool(len(inside)) and bool(np.isfinite(inside).all())
+        known = all(v["ci95"] is not None for v in interval.values())
         summary["liberation_3d_ci95"] = {t: v["ci95"] for t, v in interval.items()}
         summary["grade_uncertainty"] = {
             "particle_sd": calibration.particle_sd, "noise_um2": calibration.noise_um2,
