@@ -105,6 +105,26 @@ def ends_pinned(train: pd.DataFrame, *, n_boot=500, seed=0):
     return c, applied, monotone, forward
 
 
+def fit_gated(train: pd.DataFrame, line) -> tuple[float, float, str]:
+    """The line refitted with the end whose bias is not significant pinned to the identity."""
+    tg, pg = train["grade"].to_numpy(float), train["pred_grade"].to_numpy(float)
+    w = train["material_um2"].to_numpy(float)
+    (b_lo, b_hi), (p_lo, p_hi) = line.cv["barren_ci95"], line.cv["pure_ci95"]
+    barren, pure = b_lo > 0 or b_hi < 0, p_lo > 1 or p_hi < 1
+    if barren and pure:
+        return line.intercept, line.slope, "both ends"
+    if not (barren or pure):
+        return 0.0, 1.0, "neither end: identity"
+    sw = np.sqrt(w)
+    if barren:  # pure end pinned: pred - 1 = slope (true - 1)
+        x, y = tg - 1, pg - 1
+        slope = float(np.sum(w * x * y) / np.sum(w * x * x))
+        return 1 - slope, slope, "barren end only, pure end pinned at 1"
+    slope = float(np.sum(w * tg * pg) / np.sum(w * tg * tg))  # barren end pinned: pred = slope true
+    del sw
+    return 0.0, slope, "pure end only, barren end pinned at 0"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("roots", type=Path, nargs="+")
@@ -137,6 +157,10 @@ def main() -> None:
                     f"ends pinned ({'applied' if pinned_applied else 'not applied'}"
                     f"{'' if monotone else ', not monotone'}: end slopes {c[0]:+.3f}, {c[0] + c[1]:+.3f})":
                     lambda x: np.interp(x, forward, GRID) if pinned_applied else x}
+        if line.applied:
+            gi, gs, why = fit_gated(train, line)
+            variants[f"line, one end pinned ({why}: {gi:+.3f} + {gs:.3f} x true)"] = (
+                lambda x, gi=gi, gs=gs: np.clip((x - gi) / gs, 0, 1))
         truth2 = bench["truth"]["2d"]["0.8"]
         print(f"| {root.name} | truth | " + " | ".join(f"{truth[t]:.3f}" for t in ts) + f" | | {truth2:.3f} | |")
         for name, fn in variants.items():

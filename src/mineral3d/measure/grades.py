@@ -263,6 +263,11 @@ class GradeCalibration:
         part of a section's grade error that does not shrink with its area (0-1), and the
         variance x area (µm²) of the part that does. None: too few target-bearing train
         sections to tell (or a calibration stored before they existed).
+    line_cov : tuple or None
+        Covariance ((var, cov), (cov, var)) of (intercept, slope) over the bootstrap of
+        the train sections' particle sections: how well the line itself is known. Shared
+        by every particle, so it widens the interval of L3D (:meth:`draw_grades`), not
+        ``grade_sd``. None where no line was fitted (or stored before it existed).
     """
 
     intercept: float = 0.0
@@ -274,6 +279,7 @@ class GradeCalibration:
     sections: tuple[str, ...] = ()
     particle_sd: float | None = None
     noise_um2: float | None = None
+    line_cov: tuple[tuple[float, float], tuple[float, float]] | None = None
 
     def apply(self, grade: np.ndarray) -> np.ndarray:
         """Calibrated grades (same shape), clipped to [0, 1]."""
@@ -299,17 +305,37 @@ class GradeCalibration:
         with np.errstate(divide="ignore"):
             return np.sqrt(self.particle_sd ** 2 + self.noise_um2 / (np.pi / 4 * esd ** 2))
 
+    def draw_grades(self, grade: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n, len(grade)) calibrated grades, each row under a line drawn from the line's uncertainty.
+
+        The line's (intercept, slope) is drawn from a normal with covariance
+        :attr:`line_cov` about the line in use (the fitted one when applied, else the
+        identity: not applying it is an estimate with the same uncertainty), slopes kept at
+        :data:`MIN_SLOPE` or above; every particle of a row is calibrated with that row's
+        line. Without :attr:`line_cov`, every row is :meth:`apply`.
+        """
+        g = np.asarray(grade, float)
+        if self.line_cov is None:
+            return np.broadcast_to(self.apply(g), (n, len(g))).copy()
+        a0, b0 = (self.intercept, self.slope) if self.applied else (0.0, 1.0)
+        d = rng.multivariate_normal(np.zeros(2), np.asarray(self.line_cov, float), size=n, method="eigh")
+        a, b = a0 + d[:, :1], np.maximum(b0 + d[:, 1:], MIN_SLOPE)
+        return np.clip((g[None, :] - a) / b, 0.0, 1.0)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["sections"] = list(self.sections)
+        d["line_cov"] = None if self.line_cov is None else [list(r) for r in self.line_cov]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> GradeCalibration:
         opt = {k: (None if d.get(k) is None else float(d[k])) for k in ("particle_sd", "noise_um2")}
+        cov = d.get("line_cov")
         return cls(intercept=float(d["intercept"]), slope=float(d["slope"]), sd=float(d["sd"]),
                    applied=bool(d["applied"]), note=str(d.get("note", "")), cv=dict(d.get("cv", {})),
-                   sections=tuple(d.get("sections", ())), **opt)
+                   sections=tuple(d.get("sections", ())),
+                   line_cov=None if cov is None else tuple(tuple(float(v) for v in r) for r in cov), **opt)
 
 
 MIN_ERROR_SECTIONS = 10
@@ -442,13 +468,16 @@ def fit_grade_calibration(pairs: dict[str, pd.DataFrame], *, thresholds=THRESHOL
           "liberation_error_raw": [float(v) for v in np.nanmean(l_raw, axis=0)] if l_raw else None,
           "liberation_error_calibrated": [float(v) for v in np.nanmean(l_cal, axis=0)] if l_cal else None}
     rng = np.random.default_rng(seed)
-    ends = []
+    lines = []
     for _ in range(n_boot):
         i = rng.integers(0, len(tg), len(tg))
         b0, b1, _ = _fit_line(tg[i], pg[i], w[i])
-        ends.append((b0, b0 + b1))
-    ends = np.asarray(ends)
+        lines.append((b0, b1))
+    lines = np.asarray(lines)
+    ends = np.stack([lines[:, 0], lines.sum(axis=1)], axis=1)
     lo, hi = np.percentile(ends, [2.5, 97.5], axis=0)
+    cov = np.cov(lines, rowvar=False)
+    base["line_cov"] = tuple(tuple(float(v) for v in r) for r in cov)
     cv["barren_ci95"] = [float(lo[0]), float(hi[0])]
     cv["pure_ci95"] = [float(lo[1]), float(hi[1])]
     line = (f"predicted grade = {c0:+.3f} + {c1:.3f} x true grade (barren sections predicted {c0:.3f}, 95% CI "

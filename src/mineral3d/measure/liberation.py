@@ -19,6 +19,7 @@ Amounts are volumes (areas): multiply by phase densities for mass-based figures.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,7 +231,7 @@ _DRAW_ELEMENTS = 4_000_000
 
 
 def grade_interval(pop: Population, grade_sd: np.ndarray, *, thresholds=THRESHOLDS, n_draws: int = 1000,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, centres: Callable[[np.random.Generator, int], np.ndarray] | None = None) -> dict:
     """95% interval of L(t) from the uncertainty of each particle's grade (same particles).
 
     Each draw perturbs every grade by an independent normal error of its standard deviation
@@ -239,6 +240,10 @@ def grade_interval(pop: Population, grade_sd: np.ndarray, *, thresholds=THRESHOL
     ``n_draws`` draws. It answers how far the segmentation's per-particle grade errors can
     move L(t) for these particles, typically a particle or two near a threshold; not how far
     another sample of the same material could be (a bootstrap over particles).
+
+    ``centres(rng, n)``: (n, len(pop)) grades to perturb instead of ``pop.grade``, one row
+    per draw: an error shared by all particles, e.g. the grade calibration's own
+    uncertainty (:meth:`mineral3d.measure.grades.GradeCalibration.draw_grades`).
 
     Returns
     -------
@@ -255,7 +260,8 @@ def grade_interval(pop: Population, grade_sd: np.ndarray, *, thresholds=THRESHOL
         parts = []
         for b0 in range(0, n_draws, block):
             nb = min(block, n_draws - b0)
-            g = np.clip(pop.grade[None, :] + sd[None, :] * rng.standard_normal((nb, len(pop))), 0.0, 1.0)
+            centre = pop.grade[None, :] if centres is None else centres(rng, nb)
+            g = np.clip(centre + sd[None, :] * rng.standard_normal((nb, len(pop))), 0.0, 1.0)
             target = pop.amount[None, :] * g
             total = target.sum(axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):

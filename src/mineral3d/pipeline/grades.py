@@ -28,7 +28,7 @@ from mineral3d.measure.grades import GradeCalibration, fit_grade_calibration, li
 from mineral3d.pipeline.segment_phases import registered_transform
 from mineral3d.plane import cut_volume
 
-METHOD_VERSION = 3
+METHOD_VERSION = 4
 """Part of the grades step's key: a run made with another calibration method redoes the step."""
 
 MODEL_FILE = "grade_calibration.json"

@@ -16,6 +16,7 @@ Outputs in the output folder (each written atomically; ``summary.json`` last):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,8 @@ def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, pha
     ``liberation_2d_argmax``, and gives ``liberation_3d_ci95``: the 95% interval of each
     L3D(t) from the particles' grade uncertainty
     (:func:`~mineral3d.measure.liberation.grade_interval`, None where it could not be
-    estimated) with ``grade_uncertainty`` (its error model). SEM maps are measured as they
+    estimated; it also carries the calibration line's own uncertainty) with
+    ``grade_uncertainty`` (its error model). SEM maps are measured as they
     are. ``trust``: the check of the grades on the validation sections, copied into the
     summary.
     """
@@ -165,14 +167,17 @@ def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, pha
         summary["grade_calibration"] = {"applied": calibration.applied, "note": calibration.note,
                                         "sections": list(calibration.sections)}
         inside = table.loc[~table["touches_border"], "grade_sd"].to_numpy(float)
-        interval = lib.grade_interval(pop3, inside, n_draws=config.n_boot, seed=config.seed)
+        interval = lib.grade_interval(pop3, inside, n_draws=config.n_boot, seed=config.seed,
+                                      centres=partial(calibration.draw_grades, pop3_argmax.grade))
         known = all(v["ci95"] is not None for v in interval.values())
         summary["liberation_3d_ci95"] = {t: v["ci95"] for t, v in interval.items()}
         summary["grade_uncertainty"] = {
             "particle_sd": calibration.particle_sd, "noise_um2": calibration.noise_um2,
+            "line_cov": None if calibration.line_cov is None else [list(r) for r in calibration.line_cov],
             "median_grade_sd": float(np.median(inside)) if known else None,
             "note": ("liberation_3d_ci95: 95% interval of L3D(t) from each particle's grade uncertainty "
-                     "(grade_sd), for these particles" if known else
+                     "(grade_sd) and the calibration line's own uncertainty (line_cov, shared by all "
+                     "particles), for these particles" if known else
                      "the grade error could not be estimated (too few target-bearing particle sections on the "
                      "train sections, or no particle inside the volume): no interval")}
     if trust is not None:
