@@ -481,10 +481,13 @@ def fit_grade_calibration(pairs: dict[str, pd.DataFrame], *, thresholds=THRESHOL
     cv["barren_ci95"] = [float(lo[0]), float(hi[0])]
     cv["pure_ci95"] = [float(lo[1]), float(hi[1])]
     line = (f"predicted grade = {c0:+.3f} + {c1:.3f} x true grade (barren sections predicted {c0:.3f}, 95% CI "
-            f"{lo[0]:.3f}-{hi[0]:.3f}; pure ones {c0 + c1:.3f}, {lo[1]:.3f}-{hi[1]:.3f})")
+            f"{lo[0]:.3f} to {hi[0]:.3f}; pure ones {c0 + c1:.3f}, {lo[1]:.3f} to {hi[1]:.3f})")
     applied = bool(lo[0] > 0 or hi[0] < 0 or lo[1] > 1 or hi[1] < 1)
+    rich = tg >= min(t) - 1e-9
+    support = (f"; {int(rich.sum())} of the train particle sections hold at least {min(t):.0%} target "
+               f"({w[rich].sum():.0f} µm²): the line's rich end rests on them")
     note = (f"{'applied' if applied else 'not applied'}: on the train sections {line}"
-            + ("" if applied else ": no significant bias to correct"))
+            + ("" if applied else ": no significant bias to correct") + support)
     return _with_error(GradeCalibration(**base, applied=applied, note=note, cv=cv), data)
 
 
