@@ -81,10 +81,20 @@ def section_area_fractions(sample: Sample, registration: str | os.PathLike, name
     return counts / max(counts.sum(), 1)
 
 
+MIN_RESIN_LABELS = 1000
+"""Fewer labelled resin (or material) voxels than this: no resin offset (the network's own split)."""
+
+
 def _calibrate(model: Model, ct: np.ndarray, area_fractions: np.ndarray, device, *, seed: int,
-               max_blocks: int = 8, voxels: int = 400_000) -> list[float]:
-    """Class offsets that give the sections' material fractions on the training volume."""
-    from mineral3d.calibrate import fit_class_bias
+               labels: SparseLabels | None = None, max_blocks: int = 8, voxels: int = 400_000) -> list[float]:
+    """Class offsets on the training volume: the labelled voxels' resin share, the sections' material fractions.
+
+    With ``labels``, the whole volume is predicted once and the resin offset is fitted on
+    the labelled voxels (:func:`mineral3d.calibrate.fit_background_offset`); the material
+    offsets are fitted on a sample of voxels of up to ``max_blocks`` blocks, with that
+    resin offset deciding which voxels are material (:func:`~mineral3d.calibrate.fit_class_bias`).
+    """
+    from mineral3d.calibrate import fit_background_offset, fit_class_bias
 
     config = InferConfig()
     n = len(list(blocks(ct.shape, config.block)))
@@ -92,14 +102,31 @@ def _calibrate(model: Model, ct: np.ndarray, area_fractions: np.ndarray, device,
     per_block = voxels // len(keep)
     rng = np.random.default_rng(seed)
     net = model.build(device)
-    samples = []
-    for _, _, prob in predict_blocks(ct, model.levels.normalise, net, config=config, device=device,
-                                     skip=lambda b: b not in keep):
+    background = model.classes.index(0) if 0 in model.classes else 0
+    resin_id = model.classes[background]
+    zyx = None if labels is None else np.stack(np.unravel_index(labels.index, ct.shape), axis=1)
+    samples, labelled, is_resin = [], [], []
+    for number, sl, prob in predict_blocks(ct, model.levels.normalise, net, config=config, device=device,
+                                           skip=None if labels is not None else (lambda b: b not in keep)):
+        if zyx is not None:
+            lo = np.array([a.start for a in sl])
+            hi = np.array([a.stop for a in sl])
+            inside = np.all((zyx >= lo) & (zyx < hi), axis=1)
+            local = (zyx[inside] - lo).T
+            labelled.append(prob[(slice(None), *local)].T)
+            is_resin.append(labels.label[inside] == resin_id)
+        if number not in keep:
+            continue
         flat = prob.reshape(prob.shape[0], -1)
         take = rng.choice(flat.shape[1], min(per_block, flat.shape[1]), replace=False)
         samples.append(flat[:, np.sort(take)].T)
-    background = model.classes.index(0) if 0 in model.classes else 0
-    return fit_class_bias(np.concatenate(samples), area_fractions, background=background).tolist()
+    offset = 0.0
+    if labelled:
+        resin = np.concatenate(is_resin)
+        if min(resin.sum(), (~resin).sum()) >= MIN_RESIN_LABELS:
+            offset = fit_background_offset(np.concatenate(labelled), resin, background=background)
+    return fit_class_bias(np.concatenate(samples), area_fractions, background=background,
+                          background_offset=offset).tolist()
 
 
 def material_classes(table: PhaseTable) -> list[int]:
@@ -247,7 +274,8 @@ def train_phase_model(ct: np.ndarray, labels: SparseLabels, *, voxel_size_um: fl
                   phase_table=phase_table, state=result.state, info=record,
                   edge_sigma_vox=_finite_or_none(edge_sigma_vox(ct, levels=levels, seed=config.seed)))
     if area_fractions is not None:
-        model.class_bias = _calibrate(model, ct, np.asarray(area_fractions, float), dev, seed=config.seed)
+        model.class_bias = _calibrate(model, ct, np.asarray(area_fractions, float), dev, seed=config.seed,
+                                      labels=labels)
         record["section_area_fractions"] = {phase_table.name_of(c): float(f) for c, f in zip(classes, area_fractions)}
     return model
 
