@@ -48,19 +48,28 @@ def hats(t: np.ndarray) -> np.ndarray:
     return np.stack([np.clip(1 - 2 * t, 0, 1), 1 - np.abs(2 * t - 1), np.clip(2 * t - 1, 0, 1)], axis=1)
 
 
-def fit_segments(tg, pg, w):
+def wls(basis: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted least-squares coefficients of ``y`` on the columns of ``basis``."""
     sw = np.sqrt(w)
-    a, *_ = np.linalg.lstsq(hats(tg) * sw[:, None], pg * sw, rcond=None)
-    return a
+    c, *_ = np.linalg.lstsq(basis * sw[:, None], y * sw, rcond=None)
+    return c
+
+
+def fit_segments(tg, pg, w):
+    return wls(hats(tg), pg, w)
+
+
+def fit_and_bootstrap(train: pd.DataFrame, fit, *, n_boot=500, seed=0):
+    """``fit(true, pred, weight)`` on the train pairs and on ``n_boot`` resamples of them."""
+    tg, pg = train["grade"].to_numpy(float), train["pred_grade"].to_numpy(float)
+    w = train["material_um2"].to_numpy(float)
+    rng = np.random.default_rng(seed)
+    boots = np.array([fit(tg[i], pg[i], w[i]) for i in (rng.integers(0, len(tg), len(tg)) for _ in range(n_boot))])
+    return fit(tg, pg, w), boots
 
 
 def two_segments(train: pd.DataFrame, *, n_boot=500, seed=0):
-    tg, pg = train["grade"].to_numpy(float), train["pred_grade"].to_numpy(float)
-    w = train["material_um2"].to_numpy(float)
-    a = fit_segments(tg, pg, w)
-    rng = np.random.default_rng(seed)
-    boots = np.array([fit_segments(tg[i], pg[i], w[i]) for i in (rng.integers(0, len(tg), len(tg))
-                                                                  for _ in range(n_boot))])
+    a, boots = fit_and_bootstrap(train, fit_segments, n_boot=n_boot, seed=seed)
     lo, hi = np.percentile(boots, [2.5, 97.5], axis=0)
     applied = bool(np.any((lo > KNOTS) | (hi < KNOTS))) and np.all(np.diff(a) > 0)
     return a, applied, (lo, hi)
@@ -85,18 +94,11 @@ def pinned_basis(t: np.ndarray) -> np.ndarray:
 
 
 def fit_pinned(tg, pg, w):
-    sw = np.sqrt(w)
-    c, *_ = np.linalg.lstsq(pinned_basis(tg) * sw[:, None], (pg - tg) * sw, rcond=None)
-    return c
+    return wls(pinned_basis(tg), pg - tg, w)
 
 
 def ends_pinned(train: pd.DataFrame, *, n_boot=500, seed=0):
-    tg, pg = train["grade"].to_numpy(float), train["pred_grade"].to_numpy(float)
-    w = train["material_um2"].to_numpy(float)
-    c = fit_pinned(tg, pg, w)
-    rng = np.random.default_rng(seed)
-    boots = np.array([fit_pinned(tg[i], pg[i], w[i]) for i in (rng.integers(0, len(tg), len(tg))
-                                                                for _ in range(n_boot))])
+    c, boots = fit_and_bootstrap(train, fit_pinned, n_boot=n_boot, seed=seed)
     ends = np.stack([boots[:, 0], boots[:, 0] + boots[:, 1]], axis=1)
     lo, hi = np.percentile(ends, [2.5, 97.5], axis=0)
     forward = GRID + pinned_basis(GRID) @ c
@@ -115,13 +117,10 @@ def fit_gated(train: pd.DataFrame, line) -> tuple[float, float, str]:
         return line.intercept, line.slope, "both ends"
     if not (barren or pure):
         return 0.0, 1.0, "neither end: identity"
-    sw = np.sqrt(w)
     if barren:  # pure end pinned: pred - 1 = slope (true - 1)
-        x, y = tg - 1, pg - 1
-        slope = float(np.sum(w * x * y) / np.sum(w * x * x))
+        slope = float(wls((tg - 1)[:, None], pg - 1, w)[0])
         return 1 - slope, slope, "barren end only, pure end pinned at 1"
-    slope = float(np.sum(w * tg * pg) / np.sum(w * tg * tg))  # barren end pinned: pred = slope true
-    del sw
+    slope = float(wls(tg[:, None], pg, w)[0])  # barren end pinned: pred = slope true
     return 0.0, slope, "pure end only, barren end pinned at 0"
 
 
