@@ -9,7 +9,7 @@ material, the predicted phase fractions equal the sections' area fractions.
 
 Resin vs material is decided on the labelled voxels themselves (:func:`fit_background_offset`):
 the loss weights that let the network see rare phases (count^-0.75) under-weight resin, so
-material grows into the resin at particle surfaces (2.5-3.8% too much material volume on
+material grows into the resin at particle surfaces (1.0-3.8% too much material volume on
 the benchmark samples). One offset on the resin log-probability makes the predicted resin
 share of the train sections' labelled voxels equal their labelled share. The sections'
 resin share of the whole mount is not used (the maps may cover only part of it): only
