@@ -104,14 +104,17 @@ def _calibrate(model: Model, ct: np.ndarray, area_fractions: np.ndarray, device,
     net = model.build(device)
     background = model.classes.index(0) if 0 in model.classes else 0
     resin_id = model.classes[background]
-    zyx = None if labels is None else np.stack(np.unravel_index(labels.index, ct.shape), axis=1)
+    zyx = None if labels is None else labels.zyx
+    plane = int(np.prod(ct.shape[1:]))
     samples, labelled, is_resin = [], [], []
     for number, sl, prob in predict_blocks(ct, model.levels.normalise, net, config=config, device=device,
                                            skip=None if labels is not None else (lambda b: b not in keep)):
-        if zyx is not None:
+        if zyx is not None:  # the labelled voxels of this block: its z range of the sorted indices, then y and x
             lo = np.array([a.start for a in sl])
             hi = np.array([a.stop for a in sl])
-            inside = np.all((zyx >= lo) & (zyx < hi), axis=1)
+            first, last = np.searchsorted(labels.index, [sl[0].start * plane, sl[0].stop * plane])
+            rows = zyx[first:last]
+            inside = first + np.flatnonzero(np.all((rows[:, 1:] >= lo[1:]) & (rows[:, 1:] < hi[1:]), axis=1))
             local = (zyx[inside] - lo).T
             labelled.append(prob[(slice(None), *local)].T)
             is_resin.append(labels.label[inside] == resin_id)
