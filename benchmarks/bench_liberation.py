@@ -190,7 +190,9 @@ def oracle_result(sample_dir: Path, run_dir: Path, truth_ph, seg) -> dict:
     does, to the phase fractions of that half) instead of the sparse section labels; the
     oracle and the run's own segmentation are both scored on z >= Z/2, which the oracle
     never saw. A phase whose oracle IoU is below a bar cannot reach it with more or better
-    section labels: the CT does not hold the information at that voxel size.
+    section labels: the CT does not hold the information at that voxel size. Also the
+    per-particle grade scatter of both in that half (:func:`particle_grade_scatter`): does
+    denser labelling make particle grades more accurate, or is their scatter the CT's?
     """
     from bench_phases import predict
 
@@ -220,7 +222,50 @@ def oracle_result(sample_dir: Path, run_dir: Path, truth_ph, seg) -> dict:
     test = (slice(half, None),)
     return {"train_s": train_s, "half": half,
             "iou_test_half": {"oracle": {n: iou(pred[test], truth_ph[test], k) for k, n in names.items()},
-                              "cnn": {n: iou(seg[test], truth_ph[test], k) for k, n in names.items()}}}
+                              "cnn": {n: iou(seg[test], truth_ph[test], k) for k, n in names.items()}},
+            "grades_test_half": particle_grade_scatter(tifffile.imread(sample_dir / "truth" / "particles.tif"),
+                                                       truth_ph, {"oracle": pred, "cnn": seg},
+                                                       target_id=table.target_id, z0=half)}
+
+
+def particle_grade_scatter(particles, truth_ph, predictions: dict, *, target_id: int, z0: int) -> dict:
+    """Per-particle target-grade error of each prediction, on the truth particles wholly at z >= ``z0``.
+
+    Each truth particle's grade (target voxels / non-resin voxels inside its truth mask) is
+    taken from the truth and from every prediction (argmax, no section calibration);
+    particles touching the volume's border are left out. Returns the count and, per
+    prediction, the material-weighted bias and sd of (predicted - truth), their rms, and the
+    mean absolute error of the particles of truth grade >= 0.5.
+    """
+    n = int(particles.max()) + 1
+    flat = particles.reshape(-1)
+    zmin = np.full(n, particles.shape[0])
+    for z in range(particles.shape[0] - 1, -1, -1):  # lowest z of each particle, slice by slice
+        zmin[np.unique(particles[z])] = z
+    border = np.zeros(n, bool)
+    for axis in range(3):
+        for face in (np.take(particles, 0, axis=axis), np.take(particles, -1, axis=axis)):
+            border[np.unique(face)] = True
+
+    def grades(vol):
+        v = vol.reshape(-1)
+        material = np.bincount(flat, weights=v != 0, minlength=n)
+        return np.bincount(flat, weights=v == target_id, minlength=n) / np.maximum(material, 1), material
+
+    truth, material = grades(truth_ph)
+    keep = (zmin >= z0) & ~border & (material > 0)
+    keep[0] = False
+    w = material[keep]
+    out: dict = {"particles": int(keep.sum())}
+    for name, vol in predictions.items():
+        e = grades(vol)[0][keep] - truth[keep]
+        bias = float(np.average(e, weights=w)) if keep.any() else float("nan")
+        rich = truth[keep] >= 0.5
+        sd = float(np.sqrt(np.average((e - bias) ** 2, weights=w))) if keep.any() else None
+        out[name] = {"bias": bias, "sd": sd,
+                     "rms": float(np.sqrt(np.mean(e ** 2))) if keep.any() else None,
+                     "rich_abs_error": float(np.mean(np.abs(e[rich]))) if rich.any() else None}
+    return out
 
 
 def main() -> None:
@@ -389,6 +434,10 @@ def print_table(res: dict) -> None:
         print(f"\ndense-label oracle ({res['oracle']['train_s'] / 60:.1f} min training; IoU on z >= "
               f"{res['oracle']['half']}, which it never saw): "
               + ", ".join(f"{n} {o['oracle'][n]:.3f} (sparse CNN {o['cnn'][n]:.3f})" for n in ("LiAlO2", "gehlenite")))
+        g = res["oracle"].get("grades_test_half")
+        if g:
+            print(f"per-particle grade - truth on the {g['particles']} truth particles wholly in that half (argmax): "
+                  + "; ".join(f"{k} bias {g[k]['bias']:+.3f}, sd {g[k]['sd']:.3f}" for k in ("oracle", "cnn")))
     for name, bins in (c.get("depth") or {}).items():
         cells = ", ".join(f"({b['depth_voxels'][0]:g}, {b['depth_voxels'][1]:g}] {b['truth_share']:.2f} / "
                           f"{b['recall']:.2f}" for b in bins)
