@@ -3,18 +3,21 @@
 Run: .venv/bin/python benchmarks/liberation_estimators.py OUT/<sample> [OUT/<sample> ...]
 
 For each finished ``bench_liberation.py`` sample (``OUT/<sample>/run`` with
-``particles.parquet``, ``grades/calibration.json`` and ``summary.json``; ``OUT/<sample>/bench.json``
-with the truth's 3D L(t)), the particles inside the volume are drawn as the run's
-``liberation_3d_ci95`` draws them (a calibration line per draw from ``line_cov``, then each
-particle's ``grade_sd``; 1000 draws, seed 0), and three estimates of the 3D L(0.8/0.9/0.95)
-are printed with their largest error against the truth: L of the calibrated grades (what
-the run reports), the mean of L over the draws and its median. Nothing is retrained.
+``particles.parquet``, ``grades/calibration.json`` and ``summary.json``;
+``OUT/<sample>/bench.json`` with the truth's 3D L(t)), the particles inside the volume are
+drawn as the run's ``liberation_3d_ci95`` draws them
+(:func:`mineral3d.measure.liberation.liberation_draws`: a calibration line per draw from
+``line_cov``, then each particle's ``grade_sd``; 1000 draws, seed 0: the run's own draws),
+and three estimates of the 3D L(0.8/0.9/0.95) are printed with their largest error against
+the truth: L of the calibrated grades (what the run reports), the mean of L over the draws
+and its median. Nothing is retrained.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +28,6 @@ from mineral3d.measure.grades import GradeCalibration
 from mineral3d.pipeline.measure import population_3d
 
 THRESHOLDS = np.array([0.8, 0.9, 0.95])
-
-
-def draws_of_l(pop: lib.Population, centres: np.ndarray, sd: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(n_draws, 3) L(t) of ``pop`` with grades ``centres`` (one row per draw) plus N(0, sd) each."""
-    g = np.clip(centres + sd[None] * rng.standard_normal(centres.shape), 0.0, 1.0)
-    target = pop.amount[None] * g
-    return np.stack([(target * (g >= t - 1e-9)).sum(1) / target.sum(1) for t in THRESHOLDS], axis=1)
 
 
 def main() -> None:
@@ -51,8 +47,8 @@ def main() -> None:
         pop = population_3d(table, target)
         segmented = population_3d(table, target, calibrated=False)
         sd = table.loc[~table["touches_border"], "grade_sd"].to_numpy(float)
-        rng = np.random.default_rng(0)
-        d = draws_of_l(pop, cal.draw_grades(segmented.grade, rng, args.draws), sd, rng)
+        d = lib.liberation_draws(pop, sd, thresholds=THRESHOLDS, n_draws=args.draws, seed=0,
+                                 centres=partial(cal.draw_grades, segmented.grade))
 
         def cell(v):
             return f"{' / '.join(f'{x:.3f}' for x in v)} ({np.abs(v - truth).max():.3f})"

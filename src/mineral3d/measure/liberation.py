@@ -230,6 +230,31 @@ _DRAW_ELEMENTS = 4_000_000
 """Particle grades drawn at once by :func:`grade_interval` (32 MB of float64 per array)."""
 
 
+def liberation_draws(pop: Population, grade_sd: np.ndarray, *, thresholds=THRESHOLDS, n_draws: int = 1000,
+                     seed: int = 0, centres: Callable[[np.random.Generator, int], np.ndarray] | None = None
+                     ) -> np.ndarray:
+    """(n_draws, len(thresholds)) L(t) with every particle's grade drawn about its estimate.
+
+    The draws of :func:`grade_interval` (same arguments, same random numbers): each draw
+    perturbs every grade by a normal error of its ``grade_sd`` about ``pop.grade`` (or about
+    ``centres(rng, n)``, one row per draw), clipped to [0, 1], the particle's material kept.
+    """
+    t = np.asarray(thresholds, float)
+    sd = np.asarray(grade_sd, float)
+    rng = np.random.default_rng(seed)
+    block = max(1, _DRAW_ELEMENTS // max(len(pop), 1))  # draws per block: memory bounded for any particle count
+    parts = []
+    for b0 in range(0, n_draws, block):
+        nb = min(block, n_draws - b0)
+        centre = pop.grade[None, :] if centres is None else centres(rng, nb)
+        g = np.clip(centre + sd[None, :] * rng.standard_normal((nb, len(pop))), 0.0, 1.0)
+        target = pop.amount[None, :] * g
+        total = target.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            parts.append(np.stack([(target * (g >= ti - _EPS)).sum(axis=1) / total for ti in t], axis=1))
+    return np.concatenate(parts)
+
+
 def grade_interval(pop: Population, grade_sd: np.ndarray, *, thresholds=THRESHOLDS, n_draws: int = 1000,
                    seed: int = 0, centres: Callable[[np.random.Generator, int], np.ndarray] | None = None) -> dict:
     """95% interval of L(t) from the uncertainty of each particle's grade (same particles).
@@ -255,18 +280,7 @@ def grade_interval(pop: Population, grade_sd: np.ndarray, *, thresholds=THRESHOL
     lv = cumulative_liberation(pop, t)
     known = len(pop) > 0 and bool(np.isfinite(sd).all())
     if known:
-        rng = np.random.default_rng(seed)
-        block = max(1, _DRAW_ELEMENTS // len(pop))  # draws per block: memory bounded for any particle count
-        parts = []
-        for b0 in range(0, n_draws, block):
-            nb = min(block, n_draws - b0)
-            centre = pop.grade[None, :] if centres is None else centres(rng, nb)
-            g = np.clip(centre + sd[None, :] * rng.standard_normal((nb, len(pop))), 0.0, 1.0)
-            target = pop.amount[None, :] * g
-            total = target.sum(axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                parts.append(np.stack([(target * (g >= ti - _EPS)).sum(axis=1) / total for ti in t], axis=1))
-        draws = np.concatenate(parts)
+        draws = liberation_draws(pop, sd, thresholds=t, n_draws=n_draws, seed=seed, centres=centres)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             lo, hi = np.nanpercentile(draws, [2.5, 97.5], axis=0)
