@@ -13,7 +13,9 @@ slices above and below (``InferConfig.z_pad``):
   glibc allocator thresholds raised, bf16 autocast, channels-last, ``inference_mode``
   (all written out in the child, not imported from mineral3d's inference);
 - mineral3d: ``mineral3d.nn.infer.predict_probabilities`` (glibc allocator thresholds
-  raised, bf16 autocast where the CPU has it, channels-last, ``inference_mode``).
+  raised, bf16 autocast where the CPU has it, channels-last, ``inference_mode``), one
+  pass (``tta="none"``) like the MONAI calls: the default mirrored inference does 4 passes
+  (4x the time; what it buys is in docs/benchmarks.md, "Mirrored inference").
 
 The first ratio is what a user gains by calling mineral3d instead of writing the plain
 call; the second is the fair one: mineral3d adds nothing over MONAI with the same
@@ -74,7 +76,7 @@ elif mode == "reference-tuned":
     arg = prob[0, :, 8:-8].argmax(0).numpy().astype(np.uint8)
 else:
     from mineral3d.nn.infer import InferConfig, predict_probabilities
-    cfg = InferConfig(tile=(64, 64, 64), overlap=0.25, sw_batch_size=2)
+    cfg = InferConfig(tile=(64, 64, 64), overlap=0.25, sw_batch_size=2, tta="none")  # one pass, as MONAI
     predict_probabilities(net, image[:64, :64, :64], config=cfg)
     t = time.perf_counter()
     prob = predict_probabilities(net, image, config=cfg)

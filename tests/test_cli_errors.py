@@ -212,3 +212,9 @@ def test_out_of_memory_in_a_run_step_is_one_line_naming_the_step(small_sample, t
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("error: out of memory in the register step: ") and "--workers" in lines[0], lines[0]
     assert not (tmp_path / "out" / ".steps" / "register.json").exists()
+
+
+def test_unknown_test_time_mirroring_is_refused_before_any_work(small_sample, tmp_path, capsys):
+    expect_error(["run", small_sample, "--out", tmp_path / "run", "--tta", "rotate"], capsys, "segment.tta",
+                 "none, flips, all-flips")
+    assert not (tmp_path / "run").exists()

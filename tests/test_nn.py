@@ -134,6 +134,36 @@ def test_tiled_equals_whole_volume_inference(tmp_path):
     assert np.mean(got == np.array(m.classes)[whole.argmax(0)]) > 0.995
 
 
+def test_mirrored_inference_averages_the_flipped_passes(tmp_path):
+    import dataclasses
+
+    m = _model(tmp_path)
+    net = m.build()
+    x = m.levels.normalise(np.random.default_rng(1).normal(60, 40, (64, 64, 64)).astype(np.float32))
+    one = InferConfig(precision="fp32", z_pad=0, tta="none")
+
+    def pred(image, tta):
+        return predict_probabilities(net, np.ascontiguousarray(image), config=dataclasses.replace(one, tta=tta))
+
+    # "flips": the mean of the pass as it is and the passes flipped along z, y and x (flipped back)
+    manual = (pred(x, "none") + sum(np.flip(pred(np.flip(x, a), "none"), a + 1) for a in range(3))) / 4
+    np.testing.assert_allclose(pred(x, "flips"), manual, atol=1e-5)
+    # all 8 flips: the prediction of a flipped CT is the flipped prediction; one pass is not
+    for a in range(3):
+        np.testing.assert_allclose(np.flip(pred(np.flip(x, a), "all-flips"), a + 1), pred(x, "all-flips"), atol=1e-5)
+    assert np.abs(np.flip(pred(np.flip(x, 1), "none"), 2) - pred(x, "none")).max() > 1e-3
+    with pytest.raises(ValueError, match="tta"):
+        InferConfig(tta="rotations")
+
+
+def test_run_config_rejects_an_unknown_tta():
+    from mineral3d.pipeline.run import RunConfig
+
+    assert RunConfig.from_dict({"segment": {"tta": "all-flips"}}).segment.tta == "all-flips"
+    with pytest.raises(InputError, match="segment.tta"):
+        RunConfig.from_dict({"segment": {"tta": "rotate"}})
+
+
 def test_segmentation_resumes_after_an_interruption(tmp_path):
     import zarr
 

@@ -166,6 +166,8 @@ def segment(
     voxel_um: Optional[float] = typer.Option(None, help="Voxel size, µm, of a CT file that does not record it."),
     block: str = typer.Option("128,256,256", help="Block shape (z,y,x) processed at a time, voxels."),
     precision: str = typer.Option("auto", help="auto, fp32 or bf16."),
+    tta: str = typer.Option("none", help="Test-time mirroring: none (1 pass), flips (4: as is and flipped "
+                                         "along z, y, x; phase IoU about +0.01) or all-flips (8)."),
     particles: bool = typer.Option(False, "--particles", help="Also separate individual particles (array "
                                                               "particles)."),
     min_diameter_um: Optional[float] = typer.Option(None, help="Smallest particle diameter, µm [default: the "
@@ -182,7 +184,11 @@ def segment(
     vol, voxel, table, sample = _open_input(source, voxel_um)
     zoom = check_model(model, voxel_size_um=voxel, phase_table=table, allow_resample=allow_resample,
                        source=str(source), ct=vol)
-    config = InferConfig(block=parse_ints(block, "--block"), precision=precision)
+    from mineral3d.nn.infer import TTA_FLIPS
+
+    if tta not in TTA_FLIPS:
+        raise InputError("--tta", f"must be one of {', '.join(TTA_FLIPS)}, got {tta!r}")
+    config = InferConfig(block=parse_ints(block, "--block"), precision=precision, tta=tta)
     from mineral3d.cluster import open_scheduler
 
     ct_path = sample.config.ct if sample is not None else source

@@ -49,6 +49,14 @@ class SegmentSettings:
     block: tuple[int, int, int] = (128, 256, 256)
     precision: str = "auto"
     allow_resample: bool = False
+    tta: str = "none"
+    """Test-time mirroring of the phase network (:class:`mineral3d.nn.infer.InferConfig`): none, flips, all-flips."""
+
+    def __post_init__(self):
+        from mineral3d.nn.infer import TTA_FLIPS
+
+        if self.tta not in TTA_FLIPS:
+            raise InputError("config", f"segment.tta must be one of {', '.join(TTA_FLIPS)}, got {self.tta!r}")
 
 
 @dataclass(frozen=True)

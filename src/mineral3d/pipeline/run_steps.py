@@ -116,7 +116,7 @@ def step_segment(ctx) -> None:
                 + ("at the CT's own voxels (its edges are as sharp, in voxels, as the training CT's)" if zoom == 1.0
                    else f"blocks resampled x{zoom:.3f}"))
     segment_phases(vol, voxel_size_um=s.voxel_size_um, model=model, out=ctx.layout.segmentation,
-                   config=InferConfig(block=cfg.block, precision=cfg.precision), device=ctx.config.device,
+                   config=InferConfig(block=cfg.block, precision=cfg.precision, tta=cfg.tta), device=ctx.config.device,
                    zoom=zoom, progress=None if ctx.progress is None else
                    (lambda d, n: ctx.progress("segmenting blocks", d, n)),
                    scheduler=ctx.scheduler, volume_path=s.config.ct)
@@ -338,6 +338,14 @@ class Step:
     """A disabled step is neither run nor recorded (``correct`` runs only with ``--corrections``)."""
 
 
+def _segment_settings(ctx) -> dict:
+    """The segment step's settings for its key: ``tta`` only when on, so runs from before it resume."""
+    d = asdict(ctx.config.segment)
+    if d.get("tta") == "none":
+        d.pop("tta")
+    return d
+
+
 def _model_files(ctx) -> list[Path]:
     return [ctx.model_dir] if ctx.model_dir else []
 
@@ -351,7 +359,7 @@ GRAPH: tuple[Step, ...] = (
          lambda ctx: [asdict(ctx.config.correct), ctx.config.seed, ctx.config.device], _correction_files,
          enabled=lambda ctx: ctx.corrections is not None),
     Step("segment", step_segment, lambda ctx: ["train"] + (["correct"] if ctx.corrections is not None else []),
-         lambda ctx: [asdict(ctx.config.segment), ctx.config.device],
+         lambda ctx: [_segment_settings(ctx), ctx.config.device],
          lambda ctx: [ctx.sample.config.ct] + _model_files(ctx)),
     Step("particles", step_particles, lambda ctx: ["segment"], lambda ctx: asdict(ctx.config.particles),
          lambda ctx: [ctx.sample.root / "sample.toml"]),

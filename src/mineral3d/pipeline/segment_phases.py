@@ -8,6 +8,7 @@ checkpoints and finished blocks let an interrupted step resume).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -355,7 +356,7 @@ def _key(model: Model, volume, levels: GreyLevels, config: InferConfig, zoom: fl
         h.update(v.numpy().tobytes()[:4096])
     h.update(json.dumps([model.to_json(), list(volume.shape), str(volume.dtype), levels.to_dict(),
                          [list(config.tile), config.overlap, list(config.block), config.halo, config.z_pad,
-                          config.precision],
+                          config.precision] + ([] if config.tta == "none" else [config.tta]),
                          zoom, probabilities], sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
@@ -433,8 +434,7 @@ def segment_phases(volume, *, voxel_size_um: float, model: Model, out: str | os.
     phases = g["phases"]
     probs = g["probabilities"] if probabilities else None
     block = tuple(max(c, (b // c) * c) for b, c in zip(config.block, chunks))  # whole chunks per block
-    config = InferConfig(tile=config.tile, overlap=config.overlap, sw_batch_size=config.sw_batch_size, block=block,
-                         halo=config.halo, z_pad=config.z_pad, precision=config.precision)
+    config = dataclasses.replace(config, block=block)
     n_blocks = int(np.prod([len(range(0, s, b)) for s, b in zip(shape, block)]))
     resumed = len(done)
     classes, bias, background = _output_rule(model)
