@@ -197,6 +197,32 @@ def test_the_report_banner_gives_the_3d_liberation_with_its_interval():
     narrow = {**summary, "liberation_3d_ci95": {"0.8": [0.030, 0.035], "0.9": None, "0.95": None}}
     assert "read the range" not in _trust_banner(narrow)["text"]
     assert "interval" not in _trust_banner({**summary, "liberation_3d_ci95": {"0.8": None}})["text"]
+    # the particles near the widest interval's threshold are named, with the target they hold
+    named = {**summary, "target_phase": "LiAlO2", "liberation_3d_near_threshold": {
+        "0.8": {"particles": [167, 59], "count": 2, "target_share": 0.108}, "0.9": None, "0.95": None}}
+    assert "at 80%: particles 167, 59, holding 11% of the LiAlO2, lie within two standard deviations" in \
+        _trust_banner(named)["text"]
+    assert "particles 167" not in _trust_banner({**named, "liberation_3d_ci95": narrow["liberation_3d_ci95"]})["text"]
+
+
+def test_the_particles_near_a_threshold_are_those_within_two_grade_sd():
+    from mineral3d.measure import liberation as lib
+
+    amount = np.array([100.0, 200.0, 50.0, 300.0, 80.0])
+    grade = np.array([0.79, 0.85, 0.5, 0.95, 0.805])
+    pop = lib.Population(amount, amount * grade, np.zeros(5), np.zeros(5), np.array([11, 12, 13, 14, 15]))
+    sd = np.array([0.01, 0.01, 0.01, 0.001, 0.001])
+    near = lib.near_threshold(pop, sd)
+    total = (amount * grade).sum()
+    # 0.79 +- 0.02 reaches 0.8; 0.805 +- 0.002 does not; 0.85 +- 0.02 does not
+    assert near["0.8"]["particles"] == [11] and near["0.8"]["count"] == 1
+    assert near["0.8"]["target_share"] == pytest.approx(79.0 / total)
+    assert near["0.9"] == {"particles": [], "count": 0, "target_share": 0.0}
+    assert near["0.95"]["particles"] == [14]  # exactly on the threshold
+    sd[1] = 0.03  # 0.85 +- 0.06 now reaches 0.8 and 0.9; listed largest target first
+    assert lib.near_threshold(pop, sd)["0.8"]["particles"] == [12, 11]
+    assert lib.near_threshold(pop, sd)["0.9"]["particles"] == [12]
+    assert all(v is None for v in lib.near_threshold(pop, np.full(5, np.nan)).values())
 
 
 def test_agreement_trusts_a_good_prediction_and_flags_a_biased_one():

@@ -413,11 +413,25 @@ def _interval_words(summary: dict) -> str:
     if not ci:
         return ""
     parts = [f"L({t}) {100 * l3[t]:.1f}% ({100 * v[0]:.1f} to {100 * v[1]:.1f}%)" for t, v in ci.items()]
-    wide = max(v[1] - v[0] for v in ci.values()) > 0.06
+    widest = max(ci, key=lambda t: ci[t][1] - ci[t][0])
+    wide = ci[widest][1] - ci[widest][0] > 0.06
     return (f" 3D liberation of the {summary.get('particles_inside')} particles inside the volume, with the 95% "
             f"interval that their grade uncertainty allows: {'; '.join(parts)}."
-            + (" A few particles near a threshold decide it: where the interval is wide, read the range, not the "
-               "value." if wide else ""))
+            + (" A few particles near a threshold decide it" + _near_words(summary, widest)
+               + ": where the interval is wide, read the range, not the value." if wide else ""))
+
+
+def _near_words(summary: dict, t: str) -> str:
+    """Which particles lie near threshold ``t`` (``liberation_3d_near_threshold``), in words ("" if unknown)."""
+    near = (summary.get("liberation_3d_near_threshold") or {}).get(t)
+    if not near or not near.get("count") or near.get("target_share") is None:
+        return ""
+    ids = near["particles"][:5]
+    more = near["count"] - len(ids)
+    named = ", ".join(str(i) for i in ids) + (f" and {more} more" if more > 0 else "")
+    return (f" (at {100 * float(t):g}%: particle{'s' if near['count'] > 1 else ''} {named}, holding "
+            f"{100 * near['target_share']:.0f}% of the {html.escape(str(summary.get('target_phase', 'target')))}, "
+            f"lie{'' if near['count'] > 1 else 's'} within two standard deviations of it)")
 
 
 def _label_fact(model_json: Path, sample: Sample) -> str | None:

@@ -292,6 +292,38 @@ def grade_interval(pop: Population, grade_sd: np.ndarray, *, thresholds=THRESHOL
             for i, ti in enumerate(t)}
 
 
+NEAR_SD = 2.0
+"""A particle within this many grade standard deviations of a threshold may lie on either side of it."""
+
+
+def near_threshold(pop: Population, grade_sd: np.ndarray, *, thresholds=THRESHOLDS, k: float = NEAR_SD,
+                   limit: int = 10) -> dict:
+    """The particles that decide L(t): those whose grade lies within ``k`` ``grade_sd`` of t.
+
+    Where the interval of :func:`grade_interval` is wide, it is these particles (their grade
+    could be on either side of t) and the share of the target they hold: L(t) can move by up
+    to that share. ``pop.group`` names the particles (the particle ids of a 3D population).
+
+    Returns
+    -------
+    dict per threshold ``{"particles": ids, largest target first (at most ``limit``),
+    "count": how many, "target_share": the share of all target they hold}``; None where
+    ``grade_sd`` is not finite for some particle.
+    """
+    sd = np.asarray(grade_sd, float)
+    if not (len(pop) > 0 and np.isfinite(sd).all()):
+        return {f"{t:g}": None for t in thresholds}
+    g, total = pop.grade, pop.target.sum()
+    near = np.abs(g[None, :] - np.asarray(thresholds, float)[:, None]) <= k * sd[None, :] + _EPS
+    out = {}
+    for t, m in zip(thresholds, near):
+        idx = np.flatnonzero(m)
+        idx = idx[np.argsort(-pop.target[idx], kind="stable")]
+        out[f"{t:g}"] = {"particles": [int(i) for i in pop.group[idx[:limit]]], "count": int(len(idx)),
+                         "target_share": float(pop.target[idx].sum() / total) if total > 0 else None}
+    return out
+
+
 def modal_mineralogy(volume_fractions: pd.DataFrame, material_um3: np.ndarray) -> dict[str, float]:
     """Volume share of each phase in all particle material (columns ``vol_<phase>``)."""
     cols = [c for c in volume_fractions.columns if c.startswith("vol_")]

@@ -107,7 +107,9 @@ def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, pha
     L3D(t) from the particles' grade uncertainty
     (:func:`~mineral3d.measure.liberation.grade_interval`, None where it could not be
     estimated; it also carries the calibration line's own uncertainty) with
-    ``grade_uncertainty`` (its error model). SEM maps are measured as they
+    ``grade_uncertainty`` (its error model) and ``liberation_3d_near_threshold``: the
+    particles within two ``grade_sd`` of each threshold, which decide it
+    (:func:`~mineral3d.measure.liberation.near_threshold`). SEM maps are measured as they
     are. ``trust``: the check of the grades on the validation sections, copied into the
     summary.
     """
@@ -171,6 +173,7 @@ def measure(labels: np.ndarray, phases: np.ndarray, *, voxel_size_um: float, pha
                                       centres=partial(calibration.draw_grades, pop3_argmax.grade))
         known = all(v["ci95"] is not None for v in interval.values())
         summary["liberation_3d_ci95"] = {t: v["ci95"] for t, v in interval.items()}
+        summary["liberation_3d_near_threshold"] = lib.near_threshold(pop3, inside)
         summary["grade_uncertainty"] = {
             "particle_sd": calibration.particle_sd, "noise_um2": calibration.noise_um2,
             "line_cov": None if calibration.line_cov is None else [list(r) for r in calibration.line_cov],
