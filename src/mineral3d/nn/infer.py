@@ -65,7 +65,7 @@ class InferConfig:
         combinations of the three flips). The class probabilities are the mean over the
         passes. Assumes a network trained with flips along every axis (as
         :mod:`mineral3d.nn.train` does): a CT has no preferred direction for phases. Not
-        the default: on nine generated samples "flips" raised the phase IoU by about 0.01
+        the default: on ten generated samples "flips" raised the phase IoU by about 0.01
         and left the per-particle grade errors, hence the liberation, where they were, at
         4x the inference time (docs/benchmarks.md, "Mirrored inference").
     """
