@@ -184,11 +184,10 @@ def segment(
     vol, voxel, table, sample = _open_input(source, voxel_um)
     zoom = check_model(model, voxel_size_um=voxel, phase_table=table, allow_resample=allow_resample,
                        source=str(source), ct=vol)
-    from mineral3d.nn.infer import TTA_FLIPS
+    from mineral3d.nn.infer import check_tta
 
-    if tta not in TTA_FLIPS:
-        raise InputError("--tta", f"must be one of {', '.join(TTA_FLIPS)}, got {tta!r}")
-    config = InferConfig(block=parse_ints(block, "--block"), precision=precision, tta=tta)
+    config = InferConfig(block=parse_ints(block, "--block"), precision=precision,
+                         tta=check_tta(tta, "--tta", "--tta"))
     from mineral3d.cluster import open_scheduler
 
     ct_path = sample.config.ct if sample is not None else source

@@ -92,6 +92,15 @@ TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {
 """Spatial axes (z, y, x) flipped in each test-time pass, per ``InferConfig.tta``."""
 
 
+def check_tta(value: str, source: str, name: str = "tta") -> str:
+    """``value`` if it names a test-time mirroring of :data:`TTA_FLIPS`, else a one-line InputError."""
+    from mineral3d.errors import InputError
+
+    if value not in TTA_FLIPS:
+        raise InputError(source, f"{name} must be one of {', '.join(TTA_FLIPS)}, got {value!r}")
+    return value
+
+
 def predict_probabilities(net: torch.nn.Module, image: np.ndarray, *, config: InferConfig = InferConfig(),
                           device: torch.device | str = "cpu") -> np.ndarray:
     """Class probabilities (K, Z, Y, X) float32 of a normalised (Z, Y, X) image, in memory."""

@@ -53,10 +53,9 @@ class SegmentSettings:
     """Test-time mirroring of the phase network (:class:`mineral3d.nn.infer.InferConfig`): none, flips, all-flips."""
 
     def __post_init__(self):
-        from mineral3d.nn.infer import TTA_FLIPS
+        from mineral3d.nn.infer import check_tta
 
-        if self.tta not in TTA_FLIPS:
-            raise InputError("config", f"segment.tta must be one of {', '.join(TTA_FLIPS)}, got {self.tta!r}")
+        check_tta(self.tta, "config", "segment.tta")
 
 
 @dataclass(frozen=True)
